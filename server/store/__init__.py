@@ -1,0 +1,12 @@
+"""Storage: the LMDB feature store and the data-directory layout."""
+
+from server.store.lmdb_store import (  # noqa: F401
+    LmdbStore,
+    LmdbStoreConfig,
+    StoreSnapshot,
+    empty_user_value,
+    push_seen,
+    user_row_view,
+    user_seen_view,
+)
+from server.store.paths import DataDir  # noqa: F401
