@@ -1,0 +1,265 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Mode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    MODE_UNSPECIFIED: _ClassVar[Mode]
+    MODE_PERSONALIZED: _ClassVar[Mode]
+    MODE_FALLBACK: _ClassVar[Mode]
+MODE_UNSPECIFIED: Mode
+MODE_PERSONALIZED: Mode
+MODE_FALLBACK: Mode
+
+class RequestContext(_message.Message):
+    __slots__ = ("device", "session_item_ids")
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    SESSION_ITEM_IDS_FIELD_NUMBER: _ClassVar[int]
+    device: str
+    session_item_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, device: _Optional[str] = ..., session_item_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class FeedRequest(_message.Message):
+    __slots__ = ("user_id", "surface", "limit", "cursor", "context", "exclude_item_ids", "explain")
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    SURFACE_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    CURSOR_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    EXCLUDE_ITEM_IDS_FIELD_NUMBER: _ClassVar[int]
+    EXPLAIN_FIELD_NUMBER: _ClassVar[int]
+    user_id: str
+    surface: str
+    limit: int
+    cursor: str
+    context: RequestContext
+    exclude_item_ids: _containers.RepeatedScalarFieldContainer[str]
+    explain: bool
+    def __init__(self, user_id: _Optional[str] = ..., surface: _Optional[str] = ..., limit: _Optional[int] = ..., cursor: _Optional[str] = ..., context: _Optional[_Union[RequestContext, _Mapping]] = ..., exclude_item_ids: _Optional[_Iterable[str]] = ..., explain: _Optional[bool] = ...) -> None: ...
+
+class RelatedRequest(_message.Message):
+    __slots__ = ("item_id", "user_id", "limit", "cursor", "surface")
+    ITEM_ID_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    CURSOR_FIELD_NUMBER: _ClassVar[int]
+    SURFACE_FIELD_NUMBER: _ClassVar[int]
+    item_id: str
+    user_id: str
+    limit: int
+    cursor: str
+    surface: str
+    def __init__(self, item_id: _Optional[str] = ..., user_id: _Optional[str] = ..., limit: _Optional[int] = ..., cursor: _Optional[str] = ..., surface: _Optional[str] = ...) -> None: ...
+
+class FeedItem(_message.Message):
+    __slots__ = ("item_id", "score", "position", "reason", "sources", "is_sponsored", "title", "category", "maturity_rating")
+    ITEM_ID_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    POSITION_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    SOURCES_FIELD_NUMBER: _ClassVar[int]
+    IS_SPONSORED_FIELD_NUMBER: _ClassVar[int]
+    TITLE_FIELD_NUMBER: _ClassVar[int]
+    CATEGORY_FIELD_NUMBER: _ClassVar[int]
+    MATURITY_RATING_FIELD_NUMBER: _ClassVar[int]
+    item_id: str
+    score: float
+    position: int
+    reason: str
+    sources: _containers.RepeatedScalarFieldContainer[str]
+    is_sponsored: bool
+    title: str
+    category: str
+    maturity_rating: str
+    def __init__(self, item_id: _Optional[str] = ..., score: _Optional[float] = ..., position: _Optional[int] = ..., reason: _Optional[str] = ..., sources: _Optional[_Iterable[str]] = ..., is_sponsored: _Optional[bool] = ..., title: _Optional[str] = ..., category: _Optional[str] = ..., maturity_rating: _Optional[str] = ...) -> None: ...
+
+class FeedResponse(_message.Message):
+    __slots__ = ("items", "mode", "degradation_level", "request_id", "model_version", "candidates_retrieved", "candidates_scored", "next_cursor", "server_time_us", "filtered", "sources_failed")
+    class FilteredEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    DEGRADATION_LEVEL_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATES_RETRIEVED_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATES_SCORED_FIELD_NUMBER: _ClassVar[int]
+    NEXT_CURSOR_FIELD_NUMBER: _ClassVar[int]
+    SERVER_TIME_US_FIELD_NUMBER: _ClassVar[int]
+    FILTERED_FIELD_NUMBER: _ClassVar[int]
+    SOURCES_FAILED_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[FeedItem]
+    mode: Mode
+    degradation_level: int
+    request_id: str
+    model_version: str
+    candidates_retrieved: int
+    candidates_scored: int
+    next_cursor: str
+    server_time_us: int
+    filtered: _containers.ScalarMap[str, int]
+    sources_failed: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, items: _Optional[_Iterable[_Union[FeedItem, _Mapping]]] = ..., mode: _Optional[_Union[Mode, str]] = ..., degradation_level: _Optional[int] = ..., request_id: _Optional[str] = ..., model_version: _Optional[str] = ..., candidates_retrieved: _Optional[int] = ..., candidates_scored: _Optional[int] = ..., next_cursor: _Optional[str] = ..., server_time_us: _Optional[int] = ..., filtered: _Optional[_Mapping[str, int]] = ..., sources_failed: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class SurfaceRules(_message.Message):
+    __slots__ = ("max_per_category", "max_streak", "freshness_weight", "sponsored_positions")
+    MAX_PER_CATEGORY_FIELD_NUMBER: _ClassVar[int]
+    MAX_STREAK_FIELD_NUMBER: _ClassVar[int]
+    FRESHNESS_WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    SPONSORED_POSITIONS_FIELD_NUMBER: _ClassVar[int]
+    max_per_category: int
+    max_streak: int
+    freshness_weight: float
+    sponsored_positions: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, max_per_category: _Optional[int] = ..., max_streak: _Optional[int] = ..., freshness_weight: _Optional[float] = ..., sponsored_positions: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class Tenant(_message.Message):
+    __slots__ = ("tenant_id", "name", "maturity_policy", "personalization_enabled", "default_limit", "max_limit", "latency_budget_ms", "blocked_item_ids", "blocked_categories", "boosted_item_ids", "surfaces", "linear_model_json", "version", "api_keys", "rotate_keys", "api_key_count")
+    class SurfacesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: SurfaceRules
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[SurfaceRules, _Mapping]] = ...) -> None: ...
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    MATURITY_POLICY_FIELD_NUMBER: _ClassVar[int]
+    PERSONALIZATION_ENABLED_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_LIMIT_FIELD_NUMBER: _ClassVar[int]
+    MAX_LIMIT_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_BUDGET_MS_FIELD_NUMBER: _ClassVar[int]
+    BLOCKED_ITEM_IDS_FIELD_NUMBER: _ClassVar[int]
+    BLOCKED_CATEGORIES_FIELD_NUMBER: _ClassVar[int]
+    BOOSTED_ITEM_IDS_FIELD_NUMBER: _ClassVar[int]
+    SURFACES_FIELD_NUMBER: _ClassVar[int]
+    LINEAR_MODEL_JSON_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    API_KEYS_FIELD_NUMBER: _ClassVar[int]
+    ROTATE_KEYS_FIELD_NUMBER: _ClassVar[int]
+    API_KEY_COUNT_FIELD_NUMBER: _ClassVar[int]
+    tenant_id: str
+    name: str
+    maturity_policy: str
+    personalization_enabled: bool
+    default_limit: int
+    max_limit: int
+    latency_budget_ms: int
+    blocked_item_ids: _containers.RepeatedScalarFieldContainer[str]
+    blocked_categories: _containers.RepeatedScalarFieldContainer[str]
+    boosted_item_ids: _containers.RepeatedScalarFieldContainer[str]
+    surfaces: _containers.MessageMap[str, SurfaceRules]
+    linear_model_json: str
+    version: int
+    api_keys: _containers.RepeatedScalarFieldContainer[str]
+    rotate_keys: bool
+    api_key_count: int
+    def __init__(self, tenant_id: _Optional[str] = ..., name: _Optional[str] = ..., maturity_policy: _Optional[str] = ..., personalization_enabled: _Optional[bool] = ..., default_limit: _Optional[int] = ..., max_limit: _Optional[int] = ..., latency_budget_ms: _Optional[int] = ..., blocked_item_ids: _Optional[_Iterable[str]] = ..., blocked_categories: _Optional[_Iterable[str]] = ..., boosted_item_ids: _Optional[_Iterable[str]] = ..., surfaces: _Optional[_Mapping[str, SurfaceRules]] = ..., linear_model_json: _Optional[str] = ..., version: _Optional[int] = ..., api_keys: _Optional[_Iterable[str]] = ..., rotate_keys: _Optional[bool] = ..., api_key_count: _Optional[int] = ...) -> None: ...
+
+class UpsertTenantRequest(_message.Message):
+    __slots__ = ("tenant",)
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    tenant: Tenant
+    def __init__(self, tenant: _Optional[_Union[Tenant, _Mapping]] = ...) -> None: ...
+
+class GetTenantRequest(_message.Message):
+    __slots__ = ("tenant_id",)
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    tenant_id: str
+    def __init__(self, tenant_id: _Optional[str] = ...) -> None: ...
+
+class Item(_message.Message):
+    __slots__ = ("tenant_id", "item_id", "title", "categories", "maturity_rating", "created_at_s", "active", "sponsored", "editorial_boost")
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    ITEM_ID_FIELD_NUMBER: _ClassVar[int]
+    TITLE_FIELD_NUMBER: _ClassVar[int]
+    CATEGORIES_FIELD_NUMBER: _ClassVar[int]
+    MATURITY_RATING_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_S_FIELD_NUMBER: _ClassVar[int]
+    ACTIVE_FIELD_NUMBER: _ClassVar[int]
+    SPONSORED_FIELD_NUMBER: _ClassVar[int]
+    EDITORIAL_BOOST_FIELD_NUMBER: _ClassVar[int]
+    tenant_id: str
+    item_id: str
+    title: str
+    categories: _containers.RepeatedScalarFieldContainer[str]
+    maturity_rating: str
+    created_at_s: int
+    active: bool
+    sponsored: bool
+    editorial_boost: float
+    def __init__(self, tenant_id: _Optional[str] = ..., item_id: _Optional[str] = ..., title: _Optional[str] = ..., categories: _Optional[_Iterable[str]] = ..., maturity_rating: _Optional[str] = ..., created_at_s: _Optional[int] = ..., active: _Optional[bool] = ..., sponsored: _Optional[bool] = ..., editorial_boost: _Optional[float] = ...) -> None: ...
+
+class UpsertItemsResponse(_message.Message):
+    __slots__ = ("inserted", "updated", "errors")
+    INSERTED_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_FIELD_NUMBER: _ClassVar[int]
+    ERRORS_FIELD_NUMBER: _ClassVar[int]
+    inserted: int
+    updated: int
+    errors: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, inserted: _Optional[int] = ..., updated: _Optional[int] = ..., errors: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ItemRef(_message.Message):
+    __slots__ = ("tenant_id", "item_id")
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    ITEM_ID_FIELD_NUMBER: _ClassVar[int]
+    tenant_id: str
+    item_id: str
+    def __init__(self, tenant_id: _Optional[str] = ..., item_id: _Optional[str] = ...) -> None: ...
+
+class ItemChange(_message.Message):
+    __slots__ = ("item_id", "changed")
+    ITEM_ID_FIELD_NUMBER: _ClassVar[int]
+    CHANGED_FIELD_NUMBER: _ClassVar[int]
+    item_id: str
+    changed: bool
+    def __init__(self, item_id: _Optional[str] = ..., changed: _Optional[bool] = ...) -> None: ...
+
+class UserRef(_message.Message):
+    __slots__ = ("tenant_id", "user_id")
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    tenant_id: str
+    user_id: str
+    def __init__(self, tenant_id: _Optional[str] = ..., user_id: _Optional[str] = ...) -> None: ...
+
+class CategoryAffinity(_message.Message):
+    __slots__ = ("category", "weight")
+    CATEGORY_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    category: str
+    weight: float
+    def __init__(self, category: _Optional[str] = ..., weight: _Optional[float] = ...) -> None: ...
+
+class UserSignals(_message.Message):
+    __slots__ = ("user_id", "known", "activity", "skip_rate", "last_active_day", "personalization_consent", "has_embedding", "top_categories", "recent_item_ids")
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    KNOWN_FIELD_NUMBER: _ClassVar[int]
+    ACTIVITY_FIELD_NUMBER: _ClassVar[int]
+    SKIP_RATE_FIELD_NUMBER: _ClassVar[int]
+    LAST_ACTIVE_DAY_FIELD_NUMBER: _ClassVar[int]
+    PERSONALIZATION_CONSENT_FIELD_NUMBER: _ClassVar[int]
+    HAS_EMBEDDING_FIELD_NUMBER: _ClassVar[int]
+    TOP_CATEGORIES_FIELD_NUMBER: _ClassVar[int]
+    RECENT_ITEM_IDS_FIELD_NUMBER: _ClassVar[int]
+    user_id: str
+    known: bool
+    activity: float
+    skip_rate: float
+    last_active_day: int
+    personalization_consent: bool
+    has_embedding: bool
+    top_categories: _containers.RepeatedCompositeFieldContainer[CategoryAffinity]
+    recent_item_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, user_id: _Optional[str] = ..., known: _Optional[bool] = ..., activity: _Optional[float] = ..., skip_rate: _Optional[float] = ..., last_active_day: _Optional[int] = ..., personalization_consent: _Optional[bool] = ..., has_embedding: _Optional[bool] = ..., top_categories: _Optional[_Iterable[_Union[CategoryAffinity, _Mapping]]] = ..., recent_item_ids: _Optional[_Iterable[str]] = ...) -> None: ...
