@@ -6,6 +6,7 @@ from server.store.lmdb_store import (  # noqa: F401
     StoreSnapshot,
     empty_user_value,
     push_seen,
+    user_recent_items,
     user_row_view,
     user_seen_view,
 )

@@ -86,6 +86,14 @@ def user_seen_view(value) -> np.ndarray:
     return np.frombuffer(value, dtype=np.int32, count=min(count, SEEN_CAP), offset=USER_WIDTH * 4 + 8)
 
 
+def user_recent_items(value, n: int) -> np.ndarray:
+    """The user's ``n`` most recently seen item indices, oldest first (a copy)."""
+    head, count = np.frombuffer(value, dtype=np.int32, count=2, offset=USER_WIDTH * 4)
+    ring = np.frombuffer(value, dtype=np.int32, count=SEEN_CAP, offset=USER_WIDTH * 4 + 8)
+    ordered = np.concatenate([ring[head:], ring[:head]]) if count >= SEEN_CAP else ring[:count]
+    return ordered[-n:].copy() if n > 0 else ordered[:0].copy()
+
+
 def push_seen(value: bytearray, item_indices: Iterable[int]) -> None:
     """Append item indices to the seen ring of a mutable user value, oldest evicted first."""
     hc = np.frombuffer(value, dtype=np.int32, count=2, offset=USER_WIDTH * 4)
@@ -115,7 +123,8 @@ class LmdbStore:
             lock=True,
         )
         self.db = {name: self.env.open_db(name.encode(), create=not config.readonly) for name in DB_NAMES}
-        self._chunk_cache: dict[str, tuple[int, np.ndarray, int]] = {}
+        # tenant -> (items_gen, chunk addresses, n_items, chunk views)
+        self._chunk_cache: dict[str, tuple[int, np.ndarray, int, list]] = {}
 
     @classmethod
     def open(cls, data_dir: str, readonly: bool = False) -> "LmdbStore":
@@ -232,24 +241,27 @@ class LmdbStore:
     def snapshot(self) -> "StoreSnapshot":
         return StoreSnapshot(self)
 
-    def chunk_addresses(self, txn, tenant: str) -> tuple[np.ndarray, int]:
-        """int64 addresses of every item chunk (0 = missing) and n_items, valid while
+    def chunk_addresses(self, txn, tenant: str) -> tuple[np.ndarray, int, list]:
+        """int64 addresses of every item chunk (0 = missing), n_items and the chunks
+        as read-only [CHUNK_ROWS, ITEM_WIDTH] views (None = missing), valid while
         ``items_gen`` is unchanged. Cached per tenant; re-resolved on a new generation."""
         raw = txn.get(tkey(tenant, "items_gen"), db=self.db["state"])
         gen = 0 if raw is None else int(bytes(raw))
         cached = self._chunk_cache.get(tenant)
         if cached is not None and cached[0] == gen:
-            return cached[1], cached[2]
+            return cached[1], cached[2], cached[3]
         n_items = int(self.get_state(txn, tenant, "n_items", 0))
         n_chunks = (n_items + CHUNK_ROWS - 1) >> CHUNK_ROWS_LOG2
         addrs = np.zeros(max(n_chunks, 1), dtype=np.int64)
+        blocks: list = [None] * n_chunks
         db = self.db["item_rows"]
         for chunk in range(n_chunks):
             view = txn.get(idx_key(tenant, chunk), db=db)
             if view is not None:
-                addrs[chunk] = np.frombuffer(view, dtype=np.float32).ctypes.data
-        self._chunk_cache[tenant] = (gen, addrs, n_items)
-        return addrs, n_items
+                blocks[chunk] = np.frombuffer(view, dtype=np.float32).reshape(CHUNK_ROWS, ITEM_WIDTH)
+                addrs[chunk] = blocks[chunk].ctypes.data
+        self._chunk_cache[tenant] = (gen, addrs, n_items, blocks)
+        return addrs, n_items, blocks
 
 
 @dataclass
@@ -287,7 +299,16 @@ class StoreSnapshot:
         return self.store.get_json(self.txn, "item_meta", idx_key(tenant, index))
 
     def chunks(self, tenant: str) -> tuple[np.ndarray, int]:
-        return self.store.chunk_addresses(self.txn, tenant)
+        addrs, n_items, _ = self.store.chunk_addresses(self.txn, tenant)
+        return addrs, n_items
+
+    def item_row(self, tenant: str, index: int) -> np.ndarray:
+        """Zero-copy view of one item row; IndexError for an index outside the catalog."""
+        _, n_items, blocks = self.store.chunk_addresses(self.txn, tenant)
+        block = blocks[index >> CHUNK_ROWS_LOG2] if 0 <= index < n_items else None
+        if block is None:
+            raise IndexError(f"item index {index} is not in the catalog")
+        return block[index & (CHUNK_ROWS - 1)]
 
     def state(self, tenant: str, name: str, default=None):
         return self.store.get_state(self.txn, tenant, name, default)

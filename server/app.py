@@ -1,0 +1,185 @@
+"""The serving process: gRPC (grpc.aio on uvloop), health, reflection, metrics,
+graceful shutdown, and N workers sharing one port through SO_REUSEPORT."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import os
+import secrets
+import signal
+import time
+from dataclasses import dataclass
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from protos import funnel_pb2, funnel_pb2_grpc
+from server.cursor import CursorCodec
+from server.metrics import Metrics
+from server.pipeline.default import default_funnel
+from server.runtime import RuntimeRegistry
+from server.servicers.admin import AdminServicer
+from server.servicers.recommender import RecommenderServicer
+from server.store import LmdbStore
+
+log = logging.getLogger("funnel.server")
+MAX_MESSAGE_BYTES = 16 << 20
+
+
+@dataclass
+class ServeSettings:
+    data_dir: str
+    host: str = "127.0.0.1"
+    port: int = 50051
+    workers: int = 1
+    metrics_port: int = 0          # 0 = no metrics endpoint; worker i listens on metrics_port + i
+    grace_s: float = 10.0          # drain time for in-flight calls on shutdown
+    refresh_s: float = 0.5         # how often tenant config / model / index pointers are re-checked
+
+
+def init_data_dir(data_dir: str) -> str | None:
+    """Creates the store and its secrets. Returns a new admin key the first time
+    (printed once, stored hashed), None when one exists already."""
+    store = LmdbStore.open(data_dir)
+    try:
+        with store.write() as txn:
+            if store.get_json(txn, "meta", b"cursor_secret") is None:
+                store.put_json(txn, "meta", b"cursor_secret", secrets.token_hex(32))
+            if store.get_json(txn, "meta", b"admin_key_hash") is None:
+                import hashlib
+
+                key = "fa_" + secrets.token_urlsafe(32)
+                store.put_json(txn, "meta", b"admin_key_hash", hashlib.sha256(key.encode()).hexdigest())
+                return key
+        return None
+    finally:
+        store.close()
+
+
+class ServingApp:
+    """What the servicers share inside one worker process."""
+
+    def __init__(self, settings: ServeSettings):
+        self.settings = settings
+        self.store = LmdbStore.open(settings.data_dir)
+        self.metrics = Metrics()
+        self.registry = RuntimeRegistry(self.store, settings.data_dir, refresh_s=settings.refresh_s)
+        self.funnel = default_funnel(self.metrics)
+        with self.store.snapshot() as snap:
+            secret = self.store.get_json(snap.txn, "meta", b"cursor_secret")
+            self.admin_key_hash = self.store.get_json(snap.txn, "meta", b"admin_key_hash") or ""
+        if secret is None:
+            raise SystemExit(f"{settings.data_dir} is not initialised: run `funnel init --data-dir {settings.data_dir}`")
+        self.cursors = CursorCodec(bytes.fromhex(secret))
+        self._kill_switch = (0.0, False)
+
+    @property
+    def kill_switch(self) -> bool:
+        """Global switch to non-personalised serving, re-read at most every refresh_s."""
+        checked, value = self._kill_switch
+        now = time.monotonic()
+        if now - checked >= self.settings.refresh_s:
+            with self.store.snapshot() as snap:
+                value = bool(self.store.get_json(snap.txn, "meta", b"kill_switch", False))
+            self._kill_switch = (now, value)
+        return value
+
+    def warm_up(self) -> list[str]:
+        """Opens every tenant's indices and models now, not in a first request."""
+        with self.store.snapshot() as snap:
+            cursor = snap.txn.cursor(db=self.store.db["tenants"])
+            tenants = [bytes(k).decode() for k, _ in cursor]
+            for tenant_id in tenants:
+                self.registry.get(snap, tenant_id)
+        return tenants
+
+
+def set_kill_switch(data_dir: str, on: bool) -> None:
+    store = LmdbStore.open(data_dir)
+    try:
+        with store.write() as txn:
+            store.put_json(txn, "meta", b"kill_switch", bool(on))
+    finally:
+        store.close()
+
+
+async def serve_async(settings: ServeSettings, worker_index: int = 0, ready=None) -> None:
+    app = ServingApp(settings)
+    tenants = app.warm_up()
+    server = grpc.aio.server(options=[
+        ("grpc.so_reuseport", 1),
+        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ])
+    funnel_pb2_grpc.add_RecommenderServicer_to_server(RecommenderServicer(app), server)
+    funnel_pb2_grpc.add_AdminServicer_to_server(AdminServicer(app), server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection((
+        funnel_pb2.DESCRIPTOR.services_by_name["Recommender"].full_name,
+        funnel_pb2.DESCRIPTOR.services_by_name["Admin"].full_name,
+        health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+        reflection.SERVICE_NAME), server)
+    address = f"{settings.host}:{settings.port}"
+    if server.add_insecure_port(address) == 0:
+        raise SystemExit(f"cannot listen on {address}")
+    await server.start()
+    for name in ("", "funnel.v1.Recommender"):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    if settings.metrics_port:
+        app.metrics.serve(settings.metrics_port + worker_index, settings.host)
+    log.info("worker %d serving %s on %s (tenants: %s)", worker_index, settings.data_dir, address,
+             ", ".join(tenants) or "none")
+    if ready is not None:
+        ready.set()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("worker %d draining (grace %.1fs)", worker_index, settings.grace_s)
+    await health_servicer.enter_graceful_shutdown()
+    await server.stop(settings.grace_s)
+    app.store.close()
+
+
+def _run_worker(settings: ServeSettings, worker_index: int, ready=None) -> None:
+    logging.basicConfig(level=os.environ.get("FUNNEL_LOG_LEVEL", "INFO"),
+                        format=f"%(asctime)s w{worker_index} %(levelname)s %(name)s: %(message)s")
+    try:
+        import uvloop
+
+        uvloop.run(serve_async(settings, worker_index, ready))
+    except ImportError:  # uvloop is not available on Windows
+        asyncio.run(serve_async(settings, worker_index, ready))
+
+
+def serve(settings: ServeSettings, on_ready=None) -> None:
+    """Runs ``settings.workers`` processes on one port; returns when all have exited.
+    SIGTERM/SIGINT to this process drains every worker."""
+    if settings.workers <= 1:
+        _run_worker(settings, 0)
+        return
+    ctx = multiprocessing.get_context("spawn")
+    events = [ctx.Event() for _ in range(settings.workers)]
+    procs = [ctx.Process(target=_run_worker, args=(settings, i, events[i]), name=f"funnel-w{i}")
+             for i in range(settings.workers)]
+    for p in procs:
+        p.start()
+
+    def forward(signum, _frame):
+        for p in procs:
+            if p.is_alive():
+                os.kill(p.pid, signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    for e in events:
+        e.wait(timeout=120)
+    if on_ready:
+        on_ready()
+    for p in procs:
+        p.join()

@@ -1,0 +1,232 @@
+"""The `funnel` command."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+DEFAULT_DATA_DIR = os.environ.get("FUNNEL_DATA_DIR", "./funnel-data")
+BUNDLED_DATASET = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                               "ops", "datasets", "movietweetings-100k")
+
+
+def _data_dir_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-dir", default=DEFAULT_DATA_DIR,
+                   help="data directory (LMDB store, indices, models); default %(default)s or $FUNNEL_DATA_DIR")
+
+
+def cmd_init(args) -> int:
+    from server.app import init_data_dir
+
+    key = init_data_dir(args.data_dir)
+    if key:
+        print(f"admin key (shown once; send as x-admin-key): {key}")
+    else:
+        print(f"{args.data_dir} is already initialised")
+    return 0
+
+
+def cmd_load(args) -> int:
+    from ops.load import load_dataset
+
+    report = load_dataset(args.data_dir, args.tenant, args.path, fmt=args.format, progress=not args.quiet)
+    print(report.summary() if hasattr(report, "summary") else report)
+    return 0
+
+
+def cmd_train(args) -> int:
+    from ops.train import train_tenant
+
+    report = train_tenant(args.data_dir, args.tenant, seed=args.seed, progress=not args.quiet)
+    print(report.summary() if hasattr(report, "summary") else report)
+    return 0
+
+
+def _create_tenant(data_dir: str, tenant_id: str, maturity: str, name: str = "") -> str:
+    from server.store import LmdbStore
+    from server.tenancy import TenantConfig, TenantRegistry, hash_key, new_api_key
+
+    key = new_api_key()
+    store = LmdbStore.open(data_dir)
+    try:
+        registry = TenantRegistry(store)
+        with store.snapshot() as snap:
+            current = registry.get(snap.txn, tenant_id)
+        base = current or TenantConfig(tenant_id=tenant_id, name=name or tenant_id, maturity_policy=maturity)
+        registry.put(TenantConfig.from_json(dict(base.to_json(), api_key_hashes=list(base.api_key_hashes)
+                                                 + [hash_key(key)])))
+    finally:
+        store.close()
+    return key
+
+
+def cmd_tenant(args) -> int:
+    key = _create_tenant(args.data_dir, args.tenant, args.maturity, args.name)
+    print(f"tenant {args.tenant}: new API key (shown once; send as x-api-key): {key}")
+    return 0
+
+
+def cmd_killswitch(args) -> int:
+    from server.app import set_kill_switch
+
+    set_kill_switch(args.data_dir, args.state == "on")
+    print(f"global personalization kill switch: {args.state} (serving processes follow within a second)")
+    return 0
+
+
+def _settings(args):
+    from server.app import ServeSettings
+
+    return ServeSettings(data_dir=args.data_dir, host=args.host, port=args.port, workers=args.workers,
+                         metrics_port=args.metrics_port, grace_s=args.grace)
+
+
+def cmd_serve(args) -> int:
+    from server.app import serve
+
+    serve(_settings(args))
+    return 0
+
+
+def cmd_feed(args) -> int:
+    import grpc
+
+    from protos import funnel_pb2, funnel_pb2_grpc
+
+    with grpc.insecure_channel(args.target) as channel:
+        stub = funnel_pb2_grpc.RecommenderStub(channel)
+        md = (("x-tenant-id", args.tenant), ("x-api-key", args.key))
+        t0 = time.perf_counter()
+        if args.related:
+            resp = stub.GetRelated(funnel_pb2.RelatedRequest(item_id=args.related, user_id=args.user or "",
+                                                             limit=args.limit), metadata=md, timeout=5)
+        else:
+            resp = stub.GetFeed(funnel_pb2.FeedRequest(user_id=args.user, surface=args.surface, limit=args.limit,
+                                                       explain=args.explain), metadata=md, timeout=5)
+        took = (time.perf_counter() - t0) * 1000
+    print(f"mode={funnel_pb2.Mode.Name(resp.mode)} level={resp.degradation_level} model={resp.model_version or '-'} "
+          f"retrieved={resp.candidates_retrieved} scored={resp.candidates_scored} "
+          f"server={resp.server_time_us}us round-trip={took:.1f}ms")
+    for item in resp.items:
+        print(f"{item.position:3d}. {item.title[:48]:48s} {item.category:12s} {item.maturity_rating:5s} "
+              f"{item.score:8.4f}  {item.reason}  [{','.join(item.sources)}]{' SPONSORED' if item.is_sponsored else ''}")
+    return 0
+
+
+def cmd_quickstart(args) -> int:
+    from server.app import init_data_dir, serve
+
+    dataset = args.data or BUNDLED_DATASET
+    fresh = not os.path.exists(os.path.join(args.data_dir, "store", "data.mdb")) or args.reload
+    admin_key = init_data_dir(args.data_dir)
+    if fresh:
+        from ops.load import load_dataset
+        from ops.train import train_tenant
+
+        print(f"[1/3] loading {dataset} into {args.data_dir} (tenant {args.tenant})")
+        report = load_dataset(args.data_dir, args.tenant, dataset, progress=True)
+        print(report.summary() if hasattr(report, "summary") else report)
+        print("[2/3] training CF, content vectors, rankers and ANN indices")
+        report = train_tenant(args.data_dir, args.tenant, progress=True)
+        print(report.summary() if hasattr(report, "summary") else report)
+    else:
+        print(f"[1-2/3] {args.data_dir} already holds data; skipping load and train (--reload to redo)")
+    key = _create_tenant(args.data_dir, args.tenant, args.maturity)
+    target = f"{args.host}:{args.port}"
+    print("[3/3] serving")
+    if admin_key:
+        print(f"  admin key  : {admin_key}")
+    print(f"  tenant     : {args.tenant}   API key: {key}")
+    print(f"  try        : funnel feed --target {target} --tenant {args.tenant} --key {key} --user 1")
+    print(f"  or grpcurl : grpcurl -plaintext -H 'x-tenant-id: {args.tenant}' -H 'x-api-key: {key}' "
+          f"-d '{{\"user_id\": \"1\", \"limit\": 10}}' {target} funnel.v1.Recommender/GetFeed")
+    if args.no_serve:
+        return 0
+    print(f"  listening on {target} with {args.workers} worker(s); Ctrl-C drains and stops", flush=True)
+    serve(_settings(args))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="funnel", description="Funnel recommendation serving engine")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def serve_args(p):
+        p.add_argument("--host", default="127.0.0.1", help="listen address (default %(default)s)")
+        p.add_argument("--port", type=int, default=50051, help="gRPC port (default %(default)s)")
+        p.add_argument("--workers", type=int, default=1,
+                       help="serving processes sharing the port via SO_REUSEPORT (default %(default)s)")
+        p.add_argument("--metrics-port", type=int, default=0,
+                       help="Prometheus /metrics base port; worker i uses base+i (default off)")
+        p.add_argument("--grace", type=float, default=10.0, help="seconds to drain in-flight calls on shutdown")
+
+    p = sub.add_parser("init", help="create a data directory and print its admin key")
+    _data_dir_arg(p)
+    p.set_defaults(fn=cmd_init)
+
+    p = sub.add_parser("load", help="import a catalog and interaction history")
+    _data_dir_arg(p)
+    p.add_argument("--tenant", required=True)
+    p.add_argument("--format", default="auto", choices=["auto", "canonical", "movielens", "movietweetings"],
+                   help="input layout (see ops/FORMATS.md); auto detects from file names")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("path", help="directory with the dataset files")
+    p.set_defaults(fn=cmd_load)
+
+    p = sub.add_parser("train", help="train CF, content vectors, rankers, ANN indices; print offline metrics")
+    _data_dir_arg(p)
+    p.add_argument("--tenant", required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(fn=cmd_train)
+
+    p = sub.add_parser("tenant", help="create a tenant (or add a key to one) and print a new API key")
+    _data_dir_arg(p)
+    p.add_argument("--tenant", required=True)
+    p.add_argument("--name", default="")
+    p.add_argument("--maturity", default="PG13", choices=["G", "PG", "PG13", "R", "NC17"],
+                   help="highest rating served to this tenant's users (default %(default)s)")
+    p.set_defaults(fn=cmd_tenant)
+
+    p = sub.add_parser("killswitch", help="turn global personalization off (fallback mode) or back on")
+    _data_dir_arg(p)
+    p.add_argument("state", choices=["on", "off"])
+    p.set_defaults(fn=cmd_killswitch)
+
+    p = sub.add_parser("serve", help="serve gRPC")
+    _data_dir_arg(p)
+    serve_args(p)
+    p.set_defaults(fn=cmd_serve)
+
+    p = sub.add_parser("feed", help="call GetFeed (or GetRelated) and print the answer")
+    p.add_argument("--target", default="127.0.0.1:50051")
+    p.add_argument("--tenant", required=True)
+    p.add_argument("--key", required=True)
+    p.add_argument("--user", default="")
+    p.add_argument("--surface", default="home")
+    p.add_argument("--limit", type=int, default=10)
+    p.add_argument("--related", default="", help="item id: call GetRelated instead")
+    p.add_argument("--explain", action="store_true")
+    p.set_defaults(fn=cmd_feed)
+
+    p = sub.add_parser("quickstart", help="load the bundled MovieTweetings sample, train, create a demo tenant, serve")
+    _data_dir_arg(p)
+    serve_args(p)
+    p.add_argument("--data", default="", help="dataset directory instead of the bundled MovieTweetings 100K")
+    p.add_argument("--tenant", default="demo")
+    p.add_argument("--maturity", default="PG13", choices=["G", "PG", "PG13", "R", "NC17"])
+    p.add_argument("--reload", action="store_true", help="load and train again even if the data dir has data")
+    p.add_argument("--no-serve", action="store_true", help="prepare everything, print the calls, do not serve")
+    p.set_defaults(fn=cmd_quickstart)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.fn(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

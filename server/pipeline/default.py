@@ -1,0 +1,28 @@
+"""The default funnel, declared in one place."""
+
+from server.pipeline.filters import BlockedFilter, ExcludedFilter, InactiveFilter, MaturityFilter, SeenFilter
+from server.pipeline.funnel import Funnel, RecentRankings
+from server.pipeline.rerankers import DiversityReranker, FreshnessBoost, ReasonWriter, SponsoredSlots
+from server.pipeline.scorers import PreRanker, Ranker
+from server.pipeline.sources import CollaborativeSource, ContentSource, EditorialSource, TrendingSource
+
+
+def default_funnel(metrics=None, cache: RecentRankings | None = None) -> Funnel:
+    return Funnel(
+        # every source runs; each is skipped (fail open) if it errors or overruns its budget
+        sources=[
+            CollaborativeSource(k=500, budget_ms=8.0),
+            ContentSource(k=300, budget_ms=5.0),
+            TrendingSource(k=200, budget_ms=2.0),
+            EditorialSource(k=100, budget_ms=2.0),
+        ],
+        # one kernel pass applies them all, to ranked and fallback lists alike; fail closed
+        filters=[InactiveFilter(), MaturityFilter(), BlockedFilter(), SeenFilter(), ExcludedFilter()],
+        prerank=PreRanker(keep=300),
+        ranker=Ranker(),
+        # order matters: freshness re-sorts, diversity pages the sorted list, slots go into pages,
+        # reasons see the final placement
+        rerankers=[FreshnessBoost(), DiversityReranker(), SponsoredSlots(), ReasonWriter()],
+        cache=cache,
+        metrics=metrics,
+    )

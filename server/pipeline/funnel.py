@@ -1,0 +1,249 @@
+"""The funnel: retrieve -> hard filters -> assemble -> score -> re-rank, with the
+degradation stack when a stage cannot finish in budget.
+
+| level | served                                   | when                               |
+|-------|------------------------------------------|------------------------------------|
+| 0     | full ranking (pre-ranker + ranker)       | normal                             |
+| 1     | pre-ranker only over fewer candidates    | budget too tight for the ranker    |
+| 2     | this user's cached recent ranking        | ranking unavailable or late        |
+| 3     | the user's segment list                  | no cache for the user              |
+| 4     | tenant popular                           | everything else; non-personalised  |
+
+Every level's items pass the same FilterPlan, and any level that comes up short
+is topped up from the popular list (which holds every active item), so a known
+tenant with any eligible item never gets an empty list.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import numpy as np
+
+from kernels.features import assemble_features
+from kernels.layout import ITEM_WIDTH, N_FEATURES, N_SOURCE_SIGNALS
+from server.models.runtime import ModelError
+from server.pipeline.filters import FilterPlan, count_removals
+from server.pipeline.rerankers import Ranking
+from server.pipeline.rerankers.reasons import fallback_reason
+from server.pipeline.scorers import RankingUnavailable
+from server.pipeline.state import SOURCE_CACHE, SOURCE_POPULAR, SOURCE_SEGMENT, RequestState
+
+log = logging.getLogger("funnel.pipeline")
+
+LEVEL_FULL, LEVEL_REDUCED, LEVEL_CACHED, LEVEL_SEGMENT, LEVEL_POPULAR = range(5)
+ALREADY_RANKED = 0xFF  # deny-list code for top-up: not a filter removal, never counted
+
+
+class DeadlineExceeded(RuntimeError):
+    pass
+
+
+@dataclass
+class FunnelResult:
+    ranking: Ranking
+    level: int
+    personalized: bool
+    model_version: str
+
+
+class RecentRankings:
+    """Per-process LRU of each user's latest full ranking (degradation level 2).
+    Serving processes never write the store, so the cache lives in memory."""
+
+    def __init__(self, capacity: int = 100_000, keep: int = 100):
+        self.capacity, self.keep = capacity, keep
+        self._entries: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
+
+    def put(self, tenant: str, user: str, items: np.ndarray) -> None:
+        key = (tenant, user)
+        self._entries[key] = items[: self.keep].copy()
+        self._entries.move_to_end(key)
+        if len(self._entries) > self.capacity:
+            self._entries.popitem(last=False)
+
+    def get(self, tenant: str, user: str) -> np.ndarray | None:
+        return self._entries.get((tenant, user))
+
+    def forget(self, tenant: str, user: str) -> None:
+        self._entries.pop((tenant, user), None)
+
+
+class Funnel:
+    def __init__(self, sources, filters, prerank, ranker, rerankers, *, snapshot_size: int = 300,
+                 reduced_candidates: int = 300, ranker_reserve: float = 0.35, cache: RecentRankings | None = None,
+                 metrics=None):
+        self.sources = sources            # run in order, each within its own budget; fail open
+        self.filters = filters            # fail closed: a filter error fails the request
+        self.prerank = prerank
+        self.ranker = ranker
+        self.rerankers = rerankers        # order matters: freshness sorts, diversity pages, slots, reasons
+        self.snapshot_size = snapshot_size
+        self.reduced_candidates = reduced_candidates
+        self.ranker_reserve = ranker_reserve  # share of the budget the ranker needs left, else level 1
+        self.cache = cache or RecentRankings()
+        self.metrics = metrics
+
+    # ------------------------------------------------------------------ entry
+    def run(self, state: RequestState) -> FunnelResult:
+        plan = FilterPlan()
+        for stage in self.filters:
+            stage.contribute(state, plan)
+        state.chunk_addrs, state.n_items = state.snap.chunks(state.tenant.tenant_id)
+        budget = max(state.remaining(), 1e-6)
+        ranking, level = None, LEVEL_POPULAR
+        if state.personalized:
+            try:
+                ranking, level = self._rank(state, plan, budget)
+                if len(ranking) and state.known_user:
+                    self.cache.put(state.tenant.tenant_id, state.user_id, ranking.items)
+            except (RankingUnavailable, DeadlineExceeded, ModelError) as exc:
+                log.debug("ranking unavailable for %s/%s: %s", state.tenant.tenant_id, state.user_id, exc)
+                if self.metrics:
+                    self.metrics.ranking_unavailable(state.tenant.tenant_id, type(exc).__name__)
+                ranking = None
+            if ranking is None or len(ranking) == 0:
+                ranking, level = self._fallback(state, plan, LEVEL_CACHED)
+        else:
+            ranking, level = self._fallback(state, plan, LEVEL_POPULAR)
+        ranking = self._top_up(state, plan, ranking)
+        model_version = state.tenant.model_version if level <= LEVEL_REDUCED else ""
+        return FunnelResult(ranking, level, state.personalized and level <= LEVEL_CACHED, model_version)
+
+    # ---------------------------------------------------------------- level 0/1
+    def _retrieve(self, state: RequestState):
+        parts, started = [], time.perf_counter()
+        for source in self.sources:
+            t0 = time.perf_counter()
+            try:
+                result = source.retrieve(state)
+            except Exception:  # a source fails open
+                log.exception("source %s failed", source.name)
+                state.sources_failed.append(source.name)
+                continue
+            took = time.perf_counter() - t0
+            if took * 1000.0 > source.budget_ms:
+                state.sources_failed.append(f"{source.name}:late")
+                continue
+            if result is not None and result.items.shape[0]:
+                parts.append((source, result))
+        state.stage_seconds["retrieve"] = time.perf_counter() - started
+        if not parts:
+            raise RankingUnavailable("no candidate source returned anything")
+        items = np.concatenate([r.items for _, r in parts])
+        unique, inverse = np.unique(items, return_inverse=True)
+        signals = np.zeros((unique.shape[0], N_SOURCE_SIGNALS), dtype=np.float32)
+        bits = np.zeros(unique.shape[0], dtype=np.uint8)
+        offset = 0
+        for source, result in parts:
+            where = inverse[offset:offset + result.items.shape[0]]
+            offset += result.items.shape[0]
+            bits[where] |= source.bit
+            if source.signal is not None:
+                np.maximum.at(signals[:, source.signal], where, result.strength)
+        state.candidates_retrieved = int(unique.shape[0])
+        return unique, signals, bits
+
+    def _rank(self, state: RequestState, plan: FilterPlan, budget: float) -> tuple[Ranking, int]:
+        candidates, signals, bits = self._retrieve(state)
+        t0 = time.perf_counter()
+        outcome = plan.apply(candidates, state)
+        count_removals(outcome, state.filtered)
+        candidates, signals, bits = outcome.kept, signals[outcome.mask], bits[outcome.mask]
+        if candidates.shape[0] == 0:
+            raise RankingUnavailable("every candidate was filtered")
+        if state.remaining() <= 0:
+            raise DeadlineExceeded("after retrieval and filtering")
+        level = LEVEL_FULL
+        if state.remaining() < self.ranker_reserve * budget and candidates.shape[0] > self.reduced_candidates:
+            level = LEVEL_REDUCED  # cheaper: fewer candidates, pre-ranker only
+            best = np.argsort(-signals.max(axis=1), kind="stable")[: self.reduced_candidates]
+            candidates, signals, bits = candidates[best], signals[best], bits[best]
+        features = np.empty((candidates.shape[0], N_FEATURES), dtype=np.float32)
+        categories = np.empty(candidates.shape[0], dtype=np.int32)
+        assemble_features(candidates, state.chunk_addrs, ITEM_WIDTH, state.user_row, state.affinity(),
+                          np.ascontiguousarray(signals), float(state.tenant.now_days()),
+                          state.tenant.recency_half_life_days, features, categories)
+        t1 = time.perf_counter()
+        state.stage_seconds["filter_assemble"] = t1 - t0
+        scores = self.prerank.score(state, features)
+        keep = self.prerank.keep
+        if scores.shape[0] > keep:
+            best = np.argpartition(-scores, keep - 1)[:keep]
+            candidates, features, categories, bits, scores = (
+                candidates[best], features[best], categories[best], bits[best], scores[best])
+        if level == LEVEL_FULL and state.remaining() < self.ranker_reserve * budget:
+            level = LEVEL_REDUCED
+        if level == LEVEL_FULL:
+            scores = self.ranker.score(state, np.ascontiguousarray(features))
+        if state.remaining() <= 0:
+            raise DeadlineExceeded("after scoring")
+        state.candidates_scored = int(candidates.shape[0])
+        t2 = time.perf_counter()
+        state.stage_seconds["score"] = t2 - t1
+        n = candidates.shape[0]
+        ranking = Ranking(candidates, scores, features, categories, bits,
+                          np.zeros(n, dtype=bool), np.zeros(n, dtype=np.uint8))
+        for stage in self.rerankers:
+            ranking = stage.rerank(state, ranking)
+        state.stage_seconds["rerank"] = time.perf_counter() - t2
+        return ranking.take(np.arange(min(len(ranking), self.snapshot_size))), level
+
+    # ------------------------------------------------------------- level 2/3/4
+    def _list_ranking(self, state, plan, items: np.ndarray, source_bit: int, want: int) -> Ranking:
+        """Filter a precomputed list (best first), scanning it in growing slices
+        until ``want`` items pass or the list ends."""
+        kept, start, step = [], 0, max(want * 2, 64)
+        total = 0
+        while start < items.shape[0] and total < want:
+            outcome = plan.apply(items[start:start + step], state)
+            count_removals(outcome, state.filtered)
+            kept.append(outcome.kept)
+            total += outcome.kept.shape[0]
+            start += step
+            step *= 4
+        chosen = np.concatenate(kept)[:want] if kept else np.empty(0, dtype=np.int64)
+        n = chosen.shape[0]
+        return Ranking(chosen, (1.0 / (1.0 + np.arange(n))).astype(np.float32),
+                       np.zeros((n, N_FEATURES), dtype=np.float32), np.full(n, -1, dtype=np.int32),
+                       np.full(n, source_bit, dtype=np.uint8), np.zeros(n, dtype=bool),
+                       np.full(n, fallback_reason(source_bit), dtype=np.uint8))
+
+    def _fallback(self, state, plan, first_level: int) -> tuple[Ranking, int]:
+        want = max(state.limit, min(self.snapshot_size, state.limit * 5))
+        tenant = state.tenant.tenant_id
+        if first_level <= LEVEL_CACHED and state.known_user:
+            cached = self.cache.get(tenant, state.user_id)
+            if cached is not None:
+                ranking = self._list_ranking(state, plan, cached, SOURCE_CACHE, want)
+                if len(ranking):
+                    return ranking, LEVEL_CACHED
+        if first_level <= LEVEL_SEGMENT:
+            affinity = state.affinity()
+            if affinity.any():
+                segment = state.snap.item_list(tenant, f"segment:{int(np.argmax(affinity))}")
+                ranking = self._list_ranking(state, plan, segment, SOURCE_SEGMENT, want)
+                if len(ranking):
+                    return ranking, LEVEL_SEGMENT
+        return self._list_ranking(state, plan, state.snap.item_list(tenant, "popular"), SOURCE_POPULAR,
+                                  want), LEVEL_POPULAR
+
+    def _top_up(self, state, plan, ranking: Ranking) -> Ranking:
+        """Fill a short ranking from the popular list (the never-empty guarantee);
+        the extra items score below everything already ranked."""
+        if len(ranking) >= state.limit:
+            return ranking
+        plan.deny(ranking.items, ALREADY_RANKED)
+        extra = self._list_ranking(state, plan, state.snap.item_list(state.tenant.tenant_id, "popular"),
+                                   SOURCE_POPULAR, state.limit - len(ranking))
+        if not len(extra):
+            return ranking
+        if len(ranking):
+            extra.scores = float(ranking.scores.min()) - np.arange(1, len(extra) + 1, dtype=np.float32)
+        return Ranking(*(np.concatenate([a, b]) for a, b in (
+            (ranking.items, extra.items), (ranking.scores, extra.scores), (ranking.features, extra.features),
+            (ranking.categories, extra.categories), (ranking.sources, extra.sources),
+            (ranking.sponsored, extra.sponsored), (ranking.reasons, extra.reasons))))

@@ -1,0 +1,28 @@
+"""Collaborative filtering: the user's (or anchor item's) CF embedding -> ANN over item CF embeddings."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from kernels.layout import CF_DIM, ITEM_CF, SIGNAL_CF, USER_CF, USER_HAS_CF
+from server.pipeline.sources.base import CandidateSource, SourceResult
+from server.pipeline.state import SOURCE_CF
+
+
+class CollaborativeSource(CandidateSource):
+    name, bit, signal = "cf", SOURCE_CF, SIGNAL_CF
+
+    def retrieve(self, state) -> SourceResult | None:
+        index = state.tenant.index("cf")
+        if index is None:
+            return None
+        if state.anchor_idx >= 0:
+            query = state.snap.item_row(state.tenant.tenant_id, state.anchor_idx)[ITEM_CF:ITEM_CF + CF_DIM]
+        elif state.user_row[USER_HAS_CF] == 1.0:
+            query = state.user_row[USER_CF:USER_CF + CF_DIM]
+        else:
+            return None
+        matches = index.search(query, self.k)
+        # inner-product distance is 1 - dot; the ranker sees the exact dot, this only orders
+        return SourceResult(matches.keys.astype(np.int64), np.ones(len(matches.keys), dtype=np.float32))
+

@@ -1,0 +1,61 @@
+"""Per-request state shared by the funnel stages."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from kernels.layout import MAX_CATEGORIES, USER_AFFINITY, USER_WIDTH
+
+# source bits (FeedItem.sources); 7 bits, the cursor keeps the 8th for "sponsored"
+SOURCE_CF, SOURCE_CONTENT, SOURCE_TRENDING, SOURCE_EDITORIAL = 1, 2, 4, 8
+SOURCE_CACHE, SOURCE_SEGMENT, SOURCE_POPULAR = 16, 32, 64
+SOURCE_NAMES = ((SOURCE_CF, "cf"), (SOURCE_CONTENT, "content"), (SOURCE_TRENDING, "trending"),
+                (SOURCE_EDITORIAL, "editorial"), (SOURCE_CACHE, "cache"), (SOURCE_SEGMENT, "segment"),
+                (SOURCE_POPULAR, "popular"))
+ZERO_USER = np.zeros(USER_WIDTH, dtype=np.float32)
+
+
+def source_names(bits: int) -> list[str]:
+    return [name for bit, name in SOURCE_NAMES if bits & bit]
+
+
+@dataclass
+class RequestState:
+    """What one request knows. Views into the snapshot are valid until the
+    snapshot closes, which the servicer does after building the response."""
+
+    tenant: "object"                 # server.runtime.TenantRuntime
+    snap: "object"                   # server.store.StoreSnapshot
+    user_id: str
+    surface: str
+    limit: int
+    deadline: float                  # time.perf_counter() value
+    user_row: np.ndarray = field(default_factory=lambda: ZERO_USER)  # read-only; never written
+    seen: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int32))    # ring, any order
+    recent: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int32))  # newest last
+    known_user: bool = False
+    personalized: bool = True
+    session_idx: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
+    exclude_idx: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
+    anchor_idx: int = -1             # GetRelated: the anchor item
+    chunk_addrs: np.ndarray | None = None
+    n_items: int = 0
+    explain: bool = False
+    # outputs for the response and metrics
+    sources_failed: list[str] = field(default_factory=list)
+    filtered: dict[str, int] = field(default_factory=dict)
+    candidates_retrieved: int = 0
+    candidates_scored: int = 0
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+
+    def remaining(self) -> float:
+        return self.deadline - time.perf_counter()
+
+    def affinity(self) -> np.ndarray:
+        """The user's category affinity normalised to sum 1 (zeros without history)."""
+        raw = self.user_row[USER_AFFINITY:USER_AFFINITY + MAX_CATEGORIES]
+        total = float(raw.sum())
+        return (raw / total).astype(np.float32) if total > 0 else np.zeros(MAX_CATEGORIES, dtype=np.float32)

@@ -1,0 +1,149 @@
+"""Per-tenant serving resources, resolved once and refreshed when they change.
+
+A TenantRuntime holds what a request needs beyond the store snapshot: the
+validated config, resolved blocked/boosted item indices, the category mask,
+the memory-mapped ANN index views and the loaded ONNX scorers. The registry
+re-reads the tenant's config version and its index/model pointers at most every
+``refresh_s`` seconds, and builds a new runtime only when one of them changed;
+requests in flight keep the runtime object they started with.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from indexes.ann import open_index
+from kernels.layout import MAX_CATEGORIES
+from server.models.runtime import ModelError, Scorer, load_scorer
+from server.tenancy import TenantConfig
+
+log = logging.getLogger("funnel.runtime")
+INDEX_NAMES = ("cf", "content")
+MODEL_NAMES = ("prerank", "rank")
+DEFAULT_RECENCY_HALF_LIFE_DAYS = 365.0
+
+
+@dataclass
+class TenantRuntime:
+    tenant_id: str
+    config: TenantConfig
+    fingerprint: tuple
+    categories: list[str] = field(default_factory=list)
+    blocked_idx: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
+    boosted_idx: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
+    blocked_category_mask: int = 0
+    indexes: dict = field(default_factory=dict)
+    prerank: Scorer | None = None
+    rank: Scorer | None = None
+    model_errors: dict = field(default_factory=dict)
+    clock_ts: float | None = None       # pinned "now" for tenants loaded from historic data
+    recency_half_life_days: float = DEFAULT_RECENCY_HALF_LIFE_DAYS
+
+    def index(self, name: str):
+        return self.indexes.get(name)
+
+    def now_days(self) -> float:
+        return (self.clock_ts if self.clock_ts is not None else time.time()) / 86400.0
+
+    @property
+    def model_version(self) -> str:
+        parts = [s.version for s in (self.prerank, self.rank) if s is not None]
+        return "+".join(parts)
+
+    def category_name(self, category_id: int) -> str:
+        return self.categories[category_id] if 0 <= category_id < len(self.categories) else ""
+
+
+class RuntimeRegistry:
+    def __init__(self, store, data_dir: str, refresh_s: float = 0.5):
+        self.store = store
+        self.data_dir = data_dir
+        self.refresh_s = refresh_s
+        self._runtimes: dict[str, tuple[float, TenantRuntime | None]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, snap, tenant_id: str) -> TenantRuntime | None:
+        """The tenant's runtime, or None for an unknown tenant."""
+        now = time.monotonic()
+        entry = self._runtimes.get(tenant_id)
+        if entry is not None and now - entry[0] < self.refresh_s:
+            return entry[1]
+        fingerprint = self._fingerprint(snap.txn, tenant_id)
+        current = entry[1] if entry else None
+        if fingerprint is None:
+            runtime = None
+        elif current is not None and current.fingerprint == fingerprint:
+            runtime = current
+        else:
+            runtime = self._build(snap, tenant_id, fingerprint)
+        self._runtimes[tenant_id] = (now, runtime)
+        return runtime
+
+    def invalidate(self, tenant_id: str) -> None:
+        self._runtimes.pop(tenant_id, None)
+
+    def _fingerprint(self, txn, tenant_id: str) -> tuple | None:
+        raw = txn.get(tenant_id.encode(), db=self.store.db["tenants"])
+        if raw is None:
+            return None
+        pointers = tuple(bytes(txn.get(f"{tenant_id}\x00{name}".encode(), db=self.store.db["state"]) or b"")
+                         for name in ("categories", "now_ts", "recency_half_life_days")
+                         + tuple(f"index:{n}" for n in INDEX_NAMES) + tuple(f"model:{n}" for n in MODEL_NAMES))
+        return (bytes(raw),) + pointers
+
+    def _build(self, snap, tenant_id: str, fingerprint: tuple) -> TenantRuntime:
+        config = TenantConfig.from_json(json.loads(fingerprint[0]))
+        rt = TenantRuntime(tenant_id, config, fingerprint)
+        rt.categories = snap.state(tenant_id, "categories", []) or []
+        clock = snap.state(tenant_id, "now_ts")
+        rt.clock_ts = float(clock) if clock is not None else None
+        rt.recency_half_life_days = float(snap.state(tenant_id, "recency_half_life_days",
+                                                     DEFAULT_RECENCY_HALF_LIFE_DAYS))
+        rt.blocked_idx = self._resolve(snap, tenant_id, config.blocked_item_ids)
+        rt.boosted_idx = self._resolve(snap, tenant_id, config.boosted_item_ids)
+        mask = 0
+        for name in config.blocked_categories:
+            if name in rt.categories:
+                mask |= 1 << rt.categories.index(name)
+        rt.blocked_category_mask = mask & ((1 << MAX_CATEGORIES) - 1)
+        for name in INDEX_NAMES:
+            pointer = snap.state(tenant_id, f"index:{name}")
+            if pointer:
+                path = os.path.join(self.data_dir, pointer["path"])
+                try:
+                    rt.indexes[name] = open_index(path)
+                except Exception as exc:  # a missing index only disables its source
+                    log.error("tenant %s: cannot open %s index %s: %s", tenant_id, name, path, exc)
+        for name in MODEL_NAMES:
+            pointer = snap.state(tenant_id, f"model:{name}")
+            try:
+                if name == "rank" and config.linear_model_json:
+                    rt.rank = _linear_scorer(config.linear_model_json)
+                elif pointer:
+                    setattr(rt, name, load_scorer(os.path.join(self.data_dir, pointer["path"]),
+                                                  pointer["sha256"], tuple(pointer.get("features", ()))))
+                else:
+                    rt.model_errors[name] = f"no {name} model deployed"
+            except ModelError as exc:
+                log.error("tenant %s: %s", tenant_id, exc)
+                rt.model_errors[name] = str(exc)
+        return rt
+
+    @staticmethod
+    def _resolve(snap, tenant_id: str, item_ids) -> np.ndarray:
+        found = [snap.item_index(tenant_id, item_id) for item_id in item_ids]
+        return np.array(sorted(i for i in found if i is not None), dtype=np.int64)
+
+
+def _linear_scorer(weight_json: str) -> Scorer:
+    from server.models.onnx_build import linear_from_weight_map, model_sha256
+
+    model = linear_from_weight_map(json.loads(weight_json))
+    return Scorer(model, "linear-" + model_sha256(model)[:12])

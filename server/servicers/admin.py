@@ -1,0 +1,153 @@
+"""Admin servicer: tenants, catalog changes, user signals. Authenticated by
+``x-admin-key``. Writes go to the store in one transaction each; serving
+processes see them on their next request (items) or within the registry's
+refresh interval (tenant config)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from kernels.layout import (
+    MAX_CATEGORIES,
+    USER_ACTIVITY,
+    USER_AFFINITY,
+    USER_CONSENT,
+    USER_HAS_CF,
+    USER_LAST_ACTIVE_DAYS,
+    USER_SKIP_RATE,
+)
+from protos import funnel_pb2, funnel_pb2_grpc
+from server.catalog import CatalogWriter, ItemError
+from server.servicers.common import authenticate_admin, invalid, not_found, rpc
+from server.store import user_recent_items, user_row_view
+from server.tenancy import ConfigError, SurfaceRules, TenantConfig, TenantRegistry, hash_key
+
+MAX_KEY_LEN = 256
+
+
+def tenant_to_proto(config: TenantConfig) -> funnel_pb2.Tenant:
+    msg = funnel_pb2.Tenant(
+        tenant_id=config.tenant_id, name=config.name, maturity_policy=config.maturity_policy,
+        personalization_enabled=config.personalization_enabled, default_limit=config.default_limit,
+        max_limit=config.max_limit, latency_budget_ms=config.latency_budget_ms,
+        blocked_item_ids=config.blocked_item_ids, blocked_categories=config.blocked_categories,
+        boosted_item_ids=config.boosted_item_ids, linear_model_json=config.linear_model_json,
+        version=config.version, api_key_count=len(config.api_key_hashes))
+    for name, rules in config.surfaces.items():
+        msg.surfaces[name].CopyFrom(funnel_pb2.SurfaceRules(
+            max_per_category=rules.max_per_category, max_streak=rules.max_streak,
+            freshness_weight=rules.freshness_weight, sponsored_positions=rules.sponsored_positions))
+    return msg
+
+
+def tenant_from_proto(msg: funnel_pb2.Tenant, current: TenantConfig | None) -> TenantConfig:
+    for key in msg.api_keys:
+        if not (16 <= len(key) <= MAX_KEY_LEN):
+            raise ConfigError("api_keys: each key must be 16..256 characters")
+    hashes = tuple(hash_key(k) for k in msg.api_keys)
+    if current is not None and not msg.rotate_keys:
+        hashes = tuple(dict.fromkeys(current.api_key_hashes + hashes))
+    surfaces = {name: SurfaceRules(r.max_per_category, r.max_streak, r.freshness_weight,
+                                   tuple(r.sponsored_positions)) for name, r in msg.surfaces.items()}
+    defaults = TenantConfig(tenant_id=msg.tenant_id)
+    return TenantConfig(
+        tenant_id=msg.tenant_id, name=msg.name,
+        maturity_policy=msg.maturity_policy or defaults.maturity_policy,
+        personalization_enabled=msg.personalization_enabled,
+        default_limit=msg.default_limit or defaults.default_limit,
+        max_limit=msg.max_limit or defaults.max_limit,
+        latency_budget_ms=msg.latency_budget_ms or defaults.latency_budget_ms,
+        blocked_item_ids=tuple(msg.blocked_item_ids), blocked_categories=tuple(msg.blocked_categories),
+        boosted_item_ids=tuple(msg.boosted_item_ids), surfaces=surfaces or defaults.surfaces,
+        linear_model_json=msg.linear_model_json, api_key_hashes=hashes)
+
+
+class AdminServicer(funnel_pb2_grpc.AdminServicer):
+    def __init__(self, app):
+        self.app = app
+        self.tenants = TenantRegistry(app.store)
+        self.catalog = CatalogWriter(app.store)
+
+    def _existing_tenant(self, context, tenant_id: str) -> TenantConfig:
+        with self.app.store.snapshot() as snap:
+            config = self.tenants.get(snap.txn, tenant_id)
+        if config is None:
+            not_found(context, f"tenant_id: {tenant_id!r} does not exist")
+        return config
+
+    @rpc
+    async def UpsertTenant(self, request, context):
+        authenticate_admin(self.app, context)
+        with self.app.store.snapshot() as snap:
+            current = self.tenants.get(snap.txn, request.tenant.tenant_id) if request.tenant.tenant_id else None
+        try:
+            stored = self.tenants.put(tenant_from_proto(request.tenant, current))
+        except ConfigError as exc:
+            invalid(context, f"tenant.{exc}")
+        self.app.registry.invalidate(stored.tenant_id)
+        return tenant_to_proto(stored)
+
+    @rpc
+    async def GetTenant(self, request, context):
+        authenticate_admin(self.app, context)
+        return tenant_to_proto(self._existing_tenant(context, request.tenant_id))
+
+    @rpc
+    async def UpsertItems(self, request_iterator, context):
+        authenticate_admin(self.app, context)
+        batch, errors, position = [], [], 0
+        async for item in request_iterator:
+            try:
+                batch.append(self.catalog.validate(item))
+            except ItemError as exc:
+                errors.append(f"item {position} ({item.item_id or '?'}): {exc}")
+            position += 1
+        for tenant_id in {i.tenant_id for i in batch}:
+            self._existing_tenant(context, tenant_id)
+        inserted, updated = self.catalog.upsert(batch) if batch else (0, 0)
+        return funnel_pb2.UpsertItemsResponse(inserted=inserted, updated=updated, errors=errors)
+
+    @rpc
+    async def DeactivateItem(self, request, context):
+        authenticate_admin(self.app, context)
+        return self._item_change(request, context, delete=False)
+
+    @rpc
+    async def DeleteItem(self, request, context):
+        authenticate_admin(self.app, context)
+        return self._item_change(request, context, delete=True)
+
+    def _item_change(self, request, context, delete: bool):
+        self._existing_tenant(context, request.tenant_id)
+        changed = self.catalog.deactivate(request.tenant_id, request.item_id, delete=delete)
+        if changed is None:
+            not_found(context, f"item_id: {request.item_id!r} is not in tenant {request.tenant_id!r}")
+        return funnel_pb2.ItemChange(item_id=request.item_id, changed=changed)
+
+    @rpc
+    async def GetUserSignals(self, request, context):
+        authenticate_admin(self.app, context)
+        self._existing_tenant(context, request.tenant_id)
+        if not request.user_id:
+            invalid(context, "user_id: required")
+        with self.app.store.snapshot() as snap:
+            value = snap.user(request.tenant_id, request.user_id)
+            if value is None:
+                return funnel_pb2.UserSignals(user_id=request.user_id, known=False)
+            row = user_row_view(value)
+            categories = snap.state(request.tenant_id, "categories", []) or []
+            affinity = row[USER_AFFINITY:USER_AFFINITY + MAX_CATEGORIES]
+            top = [int(c) for c in np.argsort(-affinity, kind="stable")[:5] if affinity[c] > 0]
+            recent = []
+            for index in user_recent_items(value, 20)[::-1]:
+                meta = snap.item_meta(request.tenant_id, int(index))
+                if meta:
+                    recent.append(meta["id"])
+            return funnel_pb2.UserSignals(
+                user_id=request.user_id, known=True, activity=float(row[USER_ACTIVITY]),
+                skip_rate=float(row[USER_SKIP_RATE]), last_active_day=int(row[USER_LAST_ACTIVE_DAYS]),
+                personalization_consent=bool(row[USER_CONSENT] == 1.0), has_embedding=bool(row[USER_HAS_CF] == 1.0),
+                top_categories=[funnel_pb2.CategoryAffinity(category=categories[c] if c < len(categories) else str(c),
+                                                            weight=float(affinity[c])) for c in top],
+                recent_item_ids=recent)
+

@@ -1,0 +1,162 @@
+"""Recommender servicer: authenticate, validate, run the funnel, map to the proto.
+No ranking logic here."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import numpy as np
+
+from kernels.layout import FEATURES, USER_CONSENT
+from protos import funnel_pb2, funnel_pb2_grpc
+from server.cursor import CursorError, RankingTail
+from server.pipeline.filters import FilterPlan, count_removals
+from server.pipeline.funnel import LEVEL_CACHED
+from server.pipeline.rerankers.reasons import render
+from server.pipeline.state import RequestState, source_names
+from server.servicers.common import authenticate_tenant, invalid, not_found, rpc
+from server.pipeline.sources.content import MAX_SEEDS
+from server.store import user_recent_items, user_row_view, user_seen_view
+
+MAX_ID_LEN = 256
+MAX_LIST_IDS = 1000
+
+
+def _check_id(context, field: str, value: str, required: bool = True) -> None:
+    if required and not value:
+        invalid(context, f"{field}: required")
+    if len(value) > MAX_ID_LEN:
+        invalid(context, f"{field}: longer than {MAX_ID_LEN} characters")
+
+
+class RecommenderServicer(funnel_pb2_grpc.RecommenderServicer):
+    def __init__(self, app):
+        self.app = app  # server.app.ServingApp: store, registry, funnel, cursor codec, metrics, kill switch
+
+    @rpc
+    async def GetFeed(self, request, context):
+        started = time.perf_counter()
+        _check_id(context, "user_id", request.user_id)
+        _check_id(context, "surface", request.surface, required=False)
+        if len(request.exclude_item_ids) > MAX_LIST_IDS:
+            invalid(context, f"exclude_item_ids: more than {MAX_LIST_IDS} ids")
+        if len(request.context.session_item_ids) > MAX_LIST_IDS:
+            invalid(context, f"context.session_item_ids: more than {MAX_LIST_IDS} ids")
+        with self.app.store.snapshot() as snap:
+            tenant = authenticate_tenant(self.app, snap, context)
+            state = self._state(request.user_id, request.surface, request.limit, tenant, snap, context)
+            state.explain = request.explain
+            state.session_idx = self._resolve(snap, tenant, request.context.session_item_ids)
+            state.exclude_idx = self._resolve(snap, tenant, request.exclude_item_ids)
+            return self._respond("GetFeed", request.cursor, state, snap, context, started)
+
+    @rpc
+    async def GetRelated(self, request, context):
+        started = time.perf_counter()
+        _check_id(context, "item_id", request.item_id)
+        _check_id(context, "user_id", request.user_id, required=False)
+        _check_id(context, "surface", request.surface, required=False)
+        with self.app.store.snapshot() as snap:
+            tenant = authenticate_tenant(self.app, snap, context)
+            anchor = snap.item_index(tenant.tenant_id, request.item_id)
+            if anchor is None:
+                not_found(context, f"item_id: {request.item_id!r} is not in the catalog")
+            state = self._state(request.user_id, request.surface or "related", request.limit, tenant, snap, context)
+            state.anchor_idx = anchor
+            return self._respond("GetRelated", request.cursor, state, snap, context, started)
+
+    # ------------------------------------------------------------------ helpers
+    def _state(self, user_id, surface, limit, tenant, snap, context) -> RequestState:
+        config = tenant.config
+        if limit > config.max_limit:
+            invalid(context, f"limit: {limit} is above this tenant's max_limit {config.max_limit}")
+        remaining = context.time_remaining()
+        budget_s = config.latency_budget_ms / 1000.0
+        if remaining is not None:
+            budget_s = min(budget_s, max(remaining - 0.0005, 0.0))  # leave room to send the reply
+        state = RequestState(tenant=tenant, snap=snap, user_id=user_id, surface=surface or "*",
+                             limit=limit or config.default_limit, deadline=time.perf_counter() + budget_s)
+        value = snap.user(tenant.tenant_id, user_id) if user_id else None
+        if value is not None:
+            state.user_row, state.seen = user_row_view(value), user_seen_view(value)
+            state.recent = user_recent_items(value, MAX_SEEDS)
+            state.known_user = True
+        state.personalized = (not self.app.kill_switch and config.personalization_enabled
+                              and (not state.known_user or state.user_row[USER_CONSENT] == 1.0))
+        return state
+
+    @staticmethod
+    def _resolve(snap, tenant, item_ids) -> np.ndarray:
+        if not item_ids:
+            return np.empty(0, dtype=np.int64)
+        found = (snap.item_index(tenant.tenant_id, i) for i in item_ids)
+        return np.fromiter((i for i in found if i is not None), dtype=np.int64)
+
+    def _scope(self, state) -> bytes:
+        return f"{state.tenant.tenant_id}\x00{state.user_id}\x00{state.surface}\x00{state.anchor_idx}".encode()
+
+    def _respond(self, method, cursor, state, snap, context, started):
+        explain = None
+        if cursor:
+            try:
+                tail = self.app.cursors.decode(self._scope(state), cursor)
+            except CursorError as exc:
+                invalid(context, str(exc))
+            page, rest = self._page_from_tail(state, tail)
+            level, model_version, personalized = tail.level, "", tail.level <= LEVEL_CACHED
+        else:
+            result = self.app.funnel.run(state)
+            ranking = result.ranking
+            tail = RankingTail(0, result.level, ranking.items.astype(np.int32), ranking.scores, ranking.reasons,
+                               ranking.sources, ranking.sponsored)
+            page, rest = self._split(tail, state.limit)
+            level, model_version, personalized = result.level, result.model_version, result.personalized
+            if state.explain:
+                explain = dict(zip(ranking.items[: state.limit].tolist(), ranking.features[: state.limit]))
+        response = funnel_pb2.FeedResponse(
+            mode=funnel_pb2.MODE_PERSONALIZED if personalized else funnel_pb2.MODE_FALLBACK,
+            degradation_level=level, request_id=uuid.uuid4().hex, model_version=model_version,
+            candidates_retrieved=state.candidates_retrieved, candidates_scored=state.candidates_scored,
+            next_cursor=self.app.cursors.encode(self._scope(state), rest) if rest.items.shape[0] else "",
+            sources_failed=state.sources_failed)
+        for name, count in state.filtered.items():
+            response.filtered[name] = count
+        tenant_id = state.tenant.tenant_id
+        for j in range(page.items.shape[0]):
+            index = int(page.items[j])
+            meta = snap.item_meta(tenant_id, index) or {}
+            reason = render(page.reasons[j], meta.get("category", ""))
+            if explain is not None and index in explain:
+                reason += " [" + ", ".join(f"{n}={v:.3f}" for n, v in zip(FEATURES, explain[index]) if v) + "]"
+            response.items.append(funnel_pb2.FeedItem(
+                item_id=meta.get("id", ""), score=float(page.scores[j]), position=page.position + j,
+                reason=reason, sources=source_names(int(page.sources[j])), is_sponsored=bool(page.sponsored[j]),
+                title=meta.get("title", ""), category=meta.get("category", ""),
+                maturity_rating=meta.get("maturity_rating", "")))
+        elapsed = time.perf_counter() - started
+        response.server_time_us = int(elapsed * 1e6)
+        self.app.metrics.observe_request(method, tenant_id, level, elapsed, state)
+        return response
+
+    @staticmethod
+    def _split(tail: RankingTail, limit: int) -> tuple[RankingTail, RankingTail]:
+        def part(sl, position):
+            return RankingTail(position, tail.level, tail.items[sl], tail.scores[sl], tail.reasons[sl],
+                               tail.sources[sl], tail.sponsored[sl])
+
+        return part(slice(0, limit), tail.position), part(slice(limit, None), tail.position + limit)
+
+    def _page_from_tail(self, state, tail: RankingTail):
+        """Later pages: the rest of the snapshot, re-filtered (an item deactivated
+        since page 1 disappears; nothing is added, so no duplicates)."""
+        plan = FilterPlan()
+        for stage in self.app.funnel.filters:
+            stage.contribute(state, plan)
+        state.chunk_addrs, state.n_items = state.snap.chunks(state.tenant.tenant_id)
+        outcome = plan.apply(tail.items.astype(np.int64), state)
+        count_removals(outcome, state.filtered)
+        m = outcome.mask
+        kept = RankingTail(tail.position, tail.level, tail.items[m], tail.scores[m], tail.reasons[m],
+                           tail.sources[m], tail.sponsored[m])
+        return self._split(kept, state.limit)
