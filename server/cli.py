@@ -90,6 +90,14 @@ def cmd_serve(args) -> int:
     return 0
 
 
+def _call(stub, args, md, funnel_pb2):
+    if args.related:
+        return stub.GetRelated(funnel_pb2.RelatedRequest(item_id=args.related, user_id=args.user or "",
+                                                         limit=args.limit), metadata=md, timeout=5)
+    return stub.GetFeed(funnel_pb2.FeedRequest(user_id=args.user, surface=args.surface, limit=args.limit,
+                                               explain=args.explain), metadata=md, timeout=5)
+
+
 def cmd_feed(args) -> int:
     import grpc
 
@@ -99,12 +107,11 @@ def cmd_feed(args) -> int:
         stub = funnel_pb2_grpc.RecommenderStub(channel)
         md = (("x-tenant-id", args.tenant), ("x-api-key", args.key))
         t0 = time.perf_counter()
-        if args.related:
-            resp = stub.GetRelated(funnel_pb2.RelatedRequest(item_id=args.related, user_id=args.user or "",
-                                                             limit=args.limit), metadata=md, timeout=5)
-        else:
-            resp = stub.GetFeed(funnel_pb2.FeedRequest(user_id=args.user, surface=args.surface, limit=args.limit,
-                                                       explain=args.explain), metadata=md, timeout=5)
+        try:
+            resp = _call(stub, args, md, funnel_pb2)
+        except grpc.RpcError as exc:
+            print(f"error: {exc.code().name}: {exc.details()}", file=sys.stderr)
+            return 1
         took = (time.perf_counter() - t0) * 1000
     print(f"mode={funnel_pb2.Mode.Name(resp.mode)} level={resp.degradation_level} model={resp.model_version or '-'} "
           f"retrieved={resp.candidates_retrieved} scored={resp.candidates_scored} "

@@ -81,6 +81,8 @@ class Funnel:
         self.prerank = prerank
         self.ranker = ranker
         self.rerankers = rerankers        # order matters: freshness sorts, diversity pages, slots, reasons
+        # fallback lists keep their own order and reasons but still obey diversity and sponsored slots
+        self.fallback_rerankers = [r for r in rerankers if r.name in ("diversity", "sponsored")]
         self.snapshot_size = snapshot_size
         self.reduced_candidates = reduced_candidates
         self.ranker_reserve = ranker_reserve  # share of the budget the ranker needs left, else level 1
@@ -207,10 +209,20 @@ class Funnel:
             step *= 4
         chosen = np.concatenate(kept)[:want] if kept else np.empty(0, dtype=np.int64)
         n = chosen.shape[0]
-        return Ranking(chosen, (1.0 / (1.0 + np.arange(n))).astype(np.float32),
-                       np.zeros((n, N_FEATURES), dtype=np.float32), np.full(n, -1, dtype=np.int32),
+        # features only for the categories (diversity) and recency (freshness); scores stay list order
+        features = np.empty((n, N_FEATURES), dtype=np.float32)
+        categories = np.empty(n, dtype=np.int32)
+        assemble_features(chosen, state.chunk_addrs, ITEM_WIDTH, state.user_row, state.affinity(),
+                          np.zeros((n, N_SOURCE_SIGNALS), dtype=np.float32), float(state.tenant.now_days()),
+                          state.tenant.recency_half_life_days, features, categories)
+        return Ranking(chosen, (1.0 / (1.0 + np.arange(n))).astype(np.float32), features, categories,
                        np.full(n, source_bit, dtype=np.uint8), np.zeros(n, dtype=bool),
                        np.full(n, fallback_reason(source_bit), dtype=np.uint8))
+
+    def _diversified(self, state, ranking: Ranking) -> Ranking:
+        for stage in self.fallback_rerankers:
+            ranking = stage.rerank(state, ranking)
+        return ranking
 
     def _fallback(self, state, plan, first_level: int) -> tuple[Ranking, int]:
         want = max(state.limit, min(self.snapshot_size, state.limit * 5))
@@ -220,16 +232,16 @@ class Funnel:
             if cached is not None:
                 ranking = self._list_ranking(state, plan, cached, SOURCE_CACHE, want)
                 if len(ranking):
-                    return ranking, LEVEL_CACHED
+                    return self._diversified(state, ranking), LEVEL_CACHED
         if first_level <= LEVEL_SEGMENT:
             affinity = state.affinity()
             if affinity.any():
                 segment = state.snap.item_list(tenant, f"segment:{int(np.argmax(affinity))}")
                 ranking = self._list_ranking(state, plan, segment, SOURCE_SEGMENT, want)
                 if len(ranking):
-                    return ranking, LEVEL_SEGMENT
-        return self._list_ranking(state, plan, state.snap.item_list(tenant, "popular"), SOURCE_POPULAR,
-                                  want), LEVEL_POPULAR
+                    return self._diversified(state, ranking), LEVEL_SEGMENT
+        popular = self._list_ranking(state, plan, state.snap.item_list(tenant, "popular"), SOURCE_POPULAR, want)
+        return self._diversified(state, popular), LEVEL_POPULAR
 
     def _top_up(self, state, plan, ranking: Ranking) -> Ranking:
         """Fill a short ranking from the popular list (the never-empty guarantee);

@@ -19,7 +19,7 @@ TEMPLATES = {
     NEW: "New in {category}",
     POPULAR: "Popular right now",
     CACHED: "Picked for you earlier",
-    SEGMENT: "Popular with fans of {category}",
+    SEGMENT: "Popular with viewers who share your taste",
     SPONSORED: "Sponsored",
     TASTE: "Liked by people with similar taste",
     RELATED: "More like this",

@@ -4,6 +4,7 @@ remaining sponsored items (that passed every hard filter), page after page."""
 import numpy as np
 
 from server.pipeline.rerankers.base import Ranking, Reranker
+from server.pipeline.rerankers.reasons import SPONSORED
 
 
 class SponsoredSlots(Reranker):
@@ -32,4 +33,5 @@ class SponsoredSlots(Reranker):
         order = np.asarray(order, dtype=np.int64)
         out = ranking.take(order)
         out.sponsored = is_sponsored[order]
+        out.reasons = np.where(out.sponsored, np.uint8(SPONSORED), out.reasons).astype(np.uint8)
         return out
