@@ -1,0 +1,49 @@
+"""Degradation decisions exercised in-process on the real trained data (no timing luck)."""
+
+import time
+
+import pytest
+
+from server.app import ServeSettings, ServingApp
+from server.pipeline.state import RequestState
+from server.store import user_recent_items, user_row_view, user_seen_view
+from tests.integration.test_feed import active_users
+
+pytestmark = pytest.mark.integration
+
+
+def make_state(app, user_id, limit=20, budget_s=1.0):
+    snap = app.store.snapshot()
+    tenant = app.registry.get(snap, "demo")
+    state = RequestState(tenant=tenant, snap=snap, user_id=user_id, surface="*", limit=limit,
+                         deadline=time.perf_counter() + budget_s)
+    value = snap.user("demo", user_id)
+    if value is not None:
+        state.user_row, state.seen = user_row_view(value), user_seen_view(value)
+        state.recent = user_recent_items(value, 5)
+        state.known_user = True
+    return state
+
+
+def test_tight_budget_drops_to_level_one_with_prerank_only(trained_data_dir):
+    app = ServingApp(ServeSettings(data_dir=trained_data_dir[0]))
+    user = active_users(trained_data_dir[0], 1)[0]
+    state = make_state(app, user)
+    full = app.funnel.run(state)
+    state.snap.close()
+    assert full.level == 0
+    app.funnel.ranker_reserve = 1.01  # "the ranker needs more than the whole budget"
+    state = make_state(app, user)
+    reduced = app.funnel.run(state)
+    state.snap.close()
+    assert reduced.level == 1
+    assert state.candidates_scored <= app.funnel.reduced_candidates
+    assert len(reduced.ranking) >= 20
+
+
+def test_expired_deadline_falls_back_but_never_empty(trained_data_dir):
+    app = ServingApp(ServeSettings(data_dir=trained_data_dir[0]))
+    state = make_state(app, active_users(trained_data_dir[0], 1)[0], budget_s=-1.0)
+    result = app.funnel.run(state)
+    state.snap.close()
+    assert result.level >= 3 and len(result.ranking) >= 20
