@@ -40,6 +40,35 @@ class ServeSettings:
     refresh_s: float = 0.5         # how often tenant config / model / index pointers are re-checked
 
 
+def load_settings(path: str, **overrides) -> ServeSettings:
+    """ServeSettings from the [serve] table of a TOML file; unknown keys are an error.
+    ``overrides`` (command-line flags that were given) win over the file."""
+    import tomllib
+    from dataclasses import fields
+
+    with open(path, "rb") as f:
+        doc = tomllib.load(f)
+    unknown_tables = set(doc) - {"serve"}
+    if unknown_tables:
+        raise ValueError(f"{path}: unknown tables: {', '.join(sorted(unknown_tables))}")
+    values = doc.get("serve", {})
+    known = {f.name: f.type for f in fields(ServeSettings)}
+    unknown = set(values) - set(known)
+    if unknown:
+        raise ValueError(f"{path}: unknown keys in [serve]: {', '.join(sorted(unknown))}")
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    settings = ServeSettings(**values)
+    for name, kind in (("port", int), ("workers", int), ("metrics_port", int), ("grace_s", float),
+                       ("refresh_s", float)):
+        value = getattr(settings, name)
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
+            raise ValueError(f"{path}: [serve].{name} must be a non-negative number")
+        setattr(settings, name, kind(value))
+    if settings.workers < 1:
+        raise ValueError(f"{path}: [serve].workers must be at least 1")
+    return settings
+
+
 def init_data_dir(data_dir: str) -> str | None:
     """Creates the store and its secrets. Returns a new admin key the first time
     (printed once, stored hashed), None when one exists already."""

@@ -12,9 +12,10 @@ BUNDLED_DATASET = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(_
                                "ops", "datasets", "movietweetings-100k")
 
 
-def _data_dir_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data-dir", default=DEFAULT_DATA_DIR,
-                   help="data directory (LMDB store, indices, models); default %(default)s or $FUNNEL_DATA_DIR")
+def _data_dir_arg(p: argparse.ArgumentParser, default=DEFAULT_DATA_DIR) -> None:
+    p.add_argument("--data-dir", default=default,
+                   help=f"data directory (LMDB store, indices, models); default {DEFAULT_DATA_DIR} "
+                        "or $FUNNEL_DATA_DIR")
 
 
 def cmd_init(args) -> int:
@@ -77,10 +78,17 @@ def cmd_killswitch(args) -> int:
 
 
 def _settings(args):
-    from server.app import ServeSettings
+    from server.app import ServeSettings, load_settings
 
-    return ServeSettings(data_dir=args.data_dir, host=args.host, port=args.port, workers=args.workers,
-                         metrics_port=args.metrics_port, grace_s=args.grace)
+    flags = dict(data_dir=args.data_dir, host=args.host, port=args.port, workers=args.workers,
+                 metrics_port=args.metrics_port, grace_s=args.grace)
+    if args.config:
+        try:
+            return load_settings(args.config, **flags)
+        except (OSError, ValueError) as exc:
+            raise SystemExit(f"funnel: bad config: {exc}") from None
+    defaults = ServeSettings(data_dir=DEFAULT_DATA_DIR)
+    return ServeSettings(**{k: (v if v is not None else getattr(defaults, k)) for k, v in flags.items()})
 
 
 def cmd_serve(args) -> int:
@@ -141,7 +149,8 @@ def cmd_quickstart(args) -> int:
     else:
         print(f"[1-2/3] {args.data_dir} already holds data; skipping load and train (--reload to redo)")
     key = _create_tenant(args.data_dir, args.tenant, args.maturity)
-    target = f"{args.host}:{args.port}"
+    settings = _settings(args)
+    target = f"{settings.host}:{settings.port}"
     print("[3/3] serving")
     if admin_key:
         print(f"  admin key  : {admin_key}")
@@ -151,8 +160,8 @@ def cmd_quickstart(args) -> int:
           f"-d '{{\"user_id\": \"1\", \"limit\": 10}}' {target} funnel.v1.Recommender/GetFeed")
     if args.no_serve:
         return 0
-    print(f"  listening on {target} with {args.workers} worker(s); Ctrl-C drains and stops", flush=True)
-    serve(_settings(args))
+    print(f"  listening on {target} with {settings.workers} worker(s); Ctrl-C drains and stops", flush=True)
+    serve(settings)
     return 0
 
 
@@ -161,13 +170,15 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     def serve_args(p):
-        p.add_argument("--host", default="127.0.0.1", help="listen address (default %(default)s)")
-        p.add_argument("--port", type=int, default=50051, help="gRPC port (default %(default)s)")
-        p.add_argument("--workers", type=int, default=1,
-                       help="serving processes sharing the port via SO_REUSEPORT (default %(default)s)")
-        p.add_argument("--metrics-port", type=int, default=0,
+        p.add_argument("--config", default="", help="TOML config with a [serve] table (ops/funnel.example.toml); "
+                                                    "flags given on the command line win")
+        p.add_argument("--host", default=None, help="listen address (default 127.0.0.1)")
+        p.add_argument("--port", type=int, default=None, help="gRPC port (default 50051)")
+        p.add_argument("--workers", type=int, default=None,
+                       help="serving processes sharing the port via SO_REUSEPORT (default 1)")
+        p.add_argument("--metrics-port", type=int, default=None,
                        help="Prometheus /metrics base port; worker i uses base+i (default off)")
-        p.add_argument("--grace", type=float, default=10.0, help="seconds to drain in-flight calls on shutdown")
+        p.add_argument("--grace", type=float, default=None, help="seconds to drain in-flight calls (default 10)")
 
     p = sub.add_parser("init", help="create a data directory and print its admin key")
     _data_dir_arg(p)
@@ -203,7 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_killswitch)
 
     p = sub.add_parser("serve", help="serve gRPC")
-    _data_dir_arg(p)
+    _data_dir_arg(p, default=None)
     serve_args(p)
     p.set_defaults(fn=cmd_serve)
 
