@@ -31,7 +31,7 @@ MAX_MESSAGE_BYTES = 16 << 20
 
 @dataclass
 class ServeSettings:
-    data_dir: str
+    data_dir: str = "./funnel-data"
     host: str = "127.0.0.1"
     port: int = 50051
     workers: int = 1
