@@ -11,7 +11,7 @@ that no category exceeds ``max_per_category`` and no category runs longer than
     A category < 0 (unknown) counts as its own category -1.
     max_per_category <= 0 or max_streak <= 0 disables that rule.
 
-Returns int64[k], k = min(limit, len(order)): the chosen positions in output order.
+Returns int64[k], k = max(min(limit, len(order)), 0): the chosen positions in output order.
 """
 
 from __future__ import annotations
@@ -23,10 +23,10 @@ from kernels._backend import PURE_PYTHON
 
 def diversify_reference(order, categories, limit, max_per_category, max_streak):
     n = order.shape[0]
-    k = min(int(limit), n)
+    k = max(min(int(limit), n), 0)
     out = np.empty(k, dtype=np.int64)
-    if k <= 0:
-        return out[:0]
+    if k == 0:
+        return out
     counts: dict[int, int] = {}
     skipped = []
     taken = 0
@@ -35,7 +35,7 @@ def diversify_reference(order, categories, limit, max_per_category, max_streak):
         if taken == k:
             break
         p = int(order[j])
-        c = int(categories[p])
+        c = max(int(categories[p]), -1)
         if max_per_category > 0 and counts.get(c, 0) >= max_per_category:
             skipped.append(p)
             continue

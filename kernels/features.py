@@ -18,8 +18,8 @@ signals s[i] (SIGNAL_CONTENT, SIGNAL_TRENDING, SIGNAL_CF):
     trending_score     = s[i, SIGNAL_TRENDING]
     from_cf            = s[i, SIGNAL_CF]
 
-Every index in ``idx`` must already have passed the hard filter (known item,
-chunk present). Writes into ``out`` (float32[n, N_FEATURES], C-contiguous) and
+``half_life_days`` must be > 0 (ValueError otherwise). Every index in ``idx``
+must already have passed the hard filter (known item, chunk present). Writes into ``out`` (float32[n, N_FEATURES], C-contiguous) and
 also the item categories into ``categories`` (int32[n]) for the re-ranker.
 """
 
@@ -53,6 +53,8 @@ def assemble_features_reference(idx, chunk_addrs, item_width, user_row, affinity
     chunk_rows = 1 << CHUNK_ROWS_LOG2
     has_cf = user_row[USER_HAS_CF] == 1.0
     ucf = user_row[USER_CF:USER_CF + CF_DIM].astype(np.float32)
+    if not half_life_days > 0.0:
+        raise ValueError(f"half_life_days must be > 0, got {half_life_days}")
     decay = math.log(2.0) / half_life_days
     for i in range(n):
         index = int(idx[i])

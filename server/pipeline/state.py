@@ -50,12 +50,16 @@ class RequestState:
     candidates_retrieved: int = 0
     candidates_scored: int = 0
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    _affinity: np.ndarray | None = None
 
     def remaining(self) -> float:
         return self.deadline - time.perf_counter()
 
     def affinity(self) -> np.ndarray:
-        """The user's category affinity normalised to sum 1 (zeros without history)."""
-        raw = self.user_row[USER_AFFINITY:USER_AFFINITY + MAX_CATEGORIES]
-        total = float(raw.sum())
-        return (raw / total).astype(np.float32) if total > 0 else np.zeros(MAX_CATEGORIES, dtype=np.float32)
+        """The user's category affinity normalised to sum 1 (zeros without history); computed once."""
+        if self._affinity is None:
+            raw = self.user_row[USER_AFFINITY:USER_AFFINITY + MAX_CATEGORIES]
+            total = float(raw.sum())
+            self._affinity = ((raw / total).astype(np.float32) if total > 0
+                              else np.zeros(MAX_CATEGORIES, dtype=np.float32))
+        return self._affinity
