@@ -19,8 +19,9 @@ signals s[i] (SIGNAL_CONTENT, SIGNAL_TRENDING, SIGNAL_CF):
     from_cf            = s[i, SIGNAL_CF]
 
 ``half_life_days`` must be > 0 (ValueError otherwise). Every index in ``idx``
-must already have passed the hard filter (known item, chunk present). Writes into ``out`` (float32[n, N_FEATURES], C-contiguous) and
-also the item categories into ``categories`` (int32[n]) for the re-ranker.
+must already have passed the hard filter (known item, chunk present). Writes
+into ``out`` (float32[n, N_FEATURES], C-contiguous) and also the item
+categories into ``categories`` (int32[n]) for the re-ranker.
 """
 
 from __future__ import annotations
