@@ -16,9 +16,11 @@ class DiversityReranker(Reranker):
         if not (rules.max_per_category or rules.max_streak) or len(ranking) <= 1:
             return ranking
         remaining = np.arange(len(ranking), dtype=np.int64)
+        taken = np.zeros(len(ranking), dtype=bool)
         pages = []
         while remaining.shape[0]:
             chosen = diversify(remaining, ranking.categories, state.limit, rules.max_per_category, rules.max_streak)
             pages.append(chosen)
-            remaining = remaining[~np.isin(remaining, chosen)]  # keeps score order
+            taken[chosen] = True
+            remaining = remaining[~taken[remaining]]  # keeps score order
         return ranking.take(np.concatenate(pages))

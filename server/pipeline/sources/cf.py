@@ -22,7 +22,8 @@ class CollaborativeSource(CandidateSource):
             query = state.user_row[USER_CF:USER_CF + CF_DIM]
         else:
             return None
-        matches = index.search(query, self.k)
+        # USearch rejects some buffer formats of LMDB-backed views ("=f"): hand it 128 owned bytes
+        matches = index.search(np.array(query, dtype=np.float32), self.k)
         # inner-product distance is 1 - dot; the ranker sees the exact dot, this only orders
         return SourceResult(matches.keys.astype(np.int64), np.ones(len(matches.keys), dtype=np.float32))
 
