@@ -43,6 +43,15 @@ MATURITY_CODES = {"G": 0, "PG": 1, "PG13": 2, "R": 3, "NC17": 4}
 MATURITY_NAMES = {v: k for k, v in MATURITY_CODES.items()}
 MATURITY_MOST_RESTRICTIVE = 4
 
+
+def canonical_maturity(raw) -> str | None:
+    """"PG-13", "pg 13", "NC_17" -> "PG13"/"NC17"; None when missing or unrecognised
+    (callers then store MATURITY_MOST_RESTRICTIVE: fail closed)."""
+    if not isinstance(raw, str):
+        return None
+    code = raw.strip().upper().replace("-", "").replace(" ", "").replace("_", "")
+    return code if code in MATURITY_CODES else None
+
 # ---- ranker features: column order of the assembled matrix [candidates x N_FEATURES]
 FEATURES = (
     "cf_score",             # dot(user CF embedding, item CF embedding); 0 without a user embedding

@@ -75,7 +75,7 @@ from typing import Iterator, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from kernels.layout import MATURITY_CODES, MAX_CATEGORIES
+from kernels.layout import MAX_CATEGORIES, canonical_maturity
 from ops.interactions import Interactions
 
 OTHER_CATEGORY = "other"
@@ -122,13 +122,7 @@ class ErrorLog:
 
 
 @functools.lru_cache(maxsize=4096)  # called once per item; catalogs use few distinct strings
-def normalize_maturity(raw: str | None) -> str | None:
-    """The canonical maturity code ("G", "PG", "PG13", "R", "NC17") for a rating
-    string such as "pg-13" or "NC 17"; None when missing or unrecognised."""
-    if not isinstance(raw, str):
-        return None
-    code = raw.strip().upper().replace("-", "").replace(" ", "").replace("_", "")
-    return code if code in MATURITY_CODES else None
+normalize_maturity = canonical_maturity
 
 
 def maturity_from_genres(genres: Sequence[str]) -> str:

@@ -10,7 +10,6 @@ next request filters the item out, at every degradation level.
 
 from __future__ import annotations
 
-import re
 import time
 from dataclasses import dataclass
 
@@ -28,6 +27,7 @@ from kernels.layout import (
     MATURITY_CODES,
     MATURITY_MOST_RESTRICTIVE,
     MAX_CATEGORIES,
+    canonical_maturity,
 )
 from server.store.lmdb_store import LmdbStore, tkey
 
@@ -43,8 +43,8 @@ class ItemError(ValueError):
 def maturity_code(rating: str | None) -> tuple[int, str]:
     """(code, canonical name). "PG-13", "pg 13" -> PG13. Unknown or empty -> the most
     restrictive code (fail closed) with the raw string kept for display."""
-    canonical = re.sub(r"[\s_-]", "", rating or "").upper()
-    if canonical in MATURITY_CODES:
+    canonical = canonical_maturity(rating)
+    if canonical is not None:
         return MATURITY_CODES[canonical], canonical
     return MATURITY_MOST_RESTRICTIVE, (rating or "").strip()
 
