@@ -121,8 +121,8 @@ class ErrorLog:
             self.errors.append(ParseError(path, line, message))
 
 
-@functools.lru_cache(maxsize=4096)  # called once per item; catalogs use few distinct strings
-normalize_maturity = canonical_maturity
+# called once per item; catalogs use few distinct strings
+normalize_maturity = functools.lru_cache(maxsize=4096)(canonical_maturity)
 
 
 def maturity_from_genres(genres: Sequence[str]) -> str:
