@@ -1,17 +1,20 @@
 """Diversity re-ranking: pick ``limit`` candidates from a score-ordered list so
 that no category exceeds ``max_per_category`` and no category runs longer than
-``max_streak`` in a row.
+``max_streak`` in a row, while staying as close to score order as the rules allow.
 
-    Walk ``order`` (positions into ``categories``, best first). Take position p when
-      taken_count[categories[p]] < max_per_category  and
-      the last ``max_streak`` taken items are not all of category categories[p].
-    Stop when ``limit`` are taken. If the walk ends short, append the skipped
-    positions in their original order until ``limit`` (never short while
-    candidates remain: diversity is a preference, not a filter).
-    A category < 0 (unknown) counts as its own category -1.
+    For each output slot, take the first position p of ``order`` (best first) not yet
+    taken such that
+      (1) taken_count[categories[p]] < max_per_category  and
+          the last ``max_streak`` taken items are not all of category categories[p];
+    if no position passes (1), the first one that passes the streak rule alone;
+    if none passes that either, the first position not yet taken.
+    So an item held back to break a streak returns as soon as the run ends, and the
+    output is never short while candidates remain (diversity is a preference, not a filter).
+    Any category < 0 (unknown) counts as the one category -1.
     max_per_category <= 0 or max_streak <= 0 disables that rule.
 
 Returns int64[k], k = max(min(limit, len(order)), 0): the chosen positions in output order.
+Cost O(k * n) in the worst case; k and n are a page and a few hundred candidates.
 """
 
 from __future__ import annotations
@@ -25,36 +28,35 @@ def diversify_reference(order, categories, limit, max_per_category, max_streak):
     n = order.shape[0]
     k = max(min(int(limit), n), 0)
     out = np.empty(k, dtype=np.int64)
-    if k == 0:
-        return out
+    taken = [False] * n
     counts: dict[int, int] = {}
-    skipped = []
-    taken = 0
     run_cat, run_len = None, 0
-    for j in range(n):
-        if taken == k:
-            break
-        p = int(order[j])
-        c = max(int(categories[p]), -1)
-        if max_per_category > 0 and counts.get(c, 0) >= max_per_category:
-            skipped.append(p)
-            continue
-        if max_streak > 0 and run_cat == c and run_len >= max_streak:
-            skipped.append(p)
-            continue
-        out[taken] = p
-        taken += 1
+    cats = [max(int(categories[int(p)]), -1) for p in order]
+    for slot in range(k):
+        choice = fallback_streak = fallback_any = -1
+        for j in range(n):
+            if taken[j]:
+                continue
+            if fallback_any < 0:
+                fallback_any = j
+            c = cats[j]
+            streak_ok = not (max_streak > 0 and run_cat == c and run_len >= max_streak)
+            if streak_ok and fallback_streak < 0:
+                fallback_streak = j
+            if streak_ok and not (max_per_category > 0 and counts.get(c, 0) >= max_per_category):
+                choice = j
+                break
+        if choice < 0:
+            choice = fallback_streak if fallback_streak >= 0 else fallback_any
+        taken[choice] = True
+        c = cats[choice]
+        out[slot] = order[choice]
         counts[c] = counts.get(c, 0) + 1
         if run_cat == c:
             run_len += 1
         else:
             run_cat, run_len = c, 1
-    for p in skipped:
-        if taken == k:
-            break
-        out[taken] = p
-        taken += 1
-    return out[:taken]
+    return out
 
 
 if PURE_PYTHON:

@@ -112,16 +112,18 @@ class FeedResponse(_message.Message):
     def __init__(self, items: _Optional[_Iterable[_Union[FeedItem, _Mapping]]] = ..., mode: _Optional[_Union[Mode, str]] = ..., degradation_level: _Optional[int] = ..., request_id: _Optional[str] = ..., model_version: _Optional[str] = ..., candidates_retrieved: _Optional[int] = ..., candidates_scored: _Optional[int] = ..., next_cursor: _Optional[str] = ..., server_time_us: _Optional[int] = ..., filtered: _Optional[_Mapping[str, int]] = ..., sources_failed: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class SurfaceRules(_message.Message):
-    __slots__ = ("max_per_category", "max_streak", "freshness_weight", "sponsored_positions")
+    __slots__ = ("max_per_category", "max_streak", "freshness_weight", "sponsored_positions", "editorial_weight")
     MAX_PER_CATEGORY_FIELD_NUMBER: _ClassVar[int]
     MAX_STREAK_FIELD_NUMBER: _ClassVar[int]
     FRESHNESS_WEIGHT_FIELD_NUMBER: _ClassVar[int]
     SPONSORED_POSITIONS_FIELD_NUMBER: _ClassVar[int]
+    EDITORIAL_WEIGHT_FIELD_NUMBER: _ClassVar[int]
     max_per_category: int
     max_streak: int
     freshness_weight: float
     sponsored_positions: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, max_per_category: _Optional[int] = ..., max_streak: _Optional[int] = ..., freshness_weight: _Optional[float] = ..., sponsored_positions: _Optional[_Iterable[int]] = ...) -> None: ...
+    editorial_weight: float
+    def __init__(self, max_per_category: _Optional[int] = ..., max_streak: _Optional[int] = ..., freshness_weight: _Optional[float] = ..., sponsored_positions: _Optional[_Iterable[int]] = ..., editorial_weight: _Optional[float] = ...) -> None: ...
 
 class Tenant(_message.Message):
     __slots__ = ("tenant_id", "name", "maturity_policy", "personalization_enabled", "default_limit", "max_limit", "latency_budget_ms", "blocked_item_ids", "blocked_categories", "boosted_item_ids", "surfaces", "linear_model_json", "version", "api_keys", "rotate_keys", "api_key_count")

@@ -32,12 +32,15 @@ class SurfaceRules:
     max_streak: int = 2
     freshness_weight: float = 0.0
     sponsored_positions: tuple[int, ...] = ()
+    editorial_weight: float = 1.0
 
     def validate(self, where: str) -> None:
         if self.max_per_category < 0 or self.max_streak < 0:
             raise ConfigError(f"{where}: max_per_category and max_streak must be >= 0")
         if not (0.0 <= self.freshness_weight <= 10.0):
             raise ConfigError(f"{where}.freshness_weight: must be within 0..10")
+        if not (0.0 <= self.editorial_weight <= 10.0):
+            raise ConfigError(f"{where}.editorial_weight: must be within 0..10")
         if len(set(self.sponsored_positions)) != len(self.sponsored_positions) or any(
                 p < 0 or p > 1000 for p in self.sponsored_positions):
             raise ConfigError(f"{where}.sponsored_positions: must be distinct positions within 0..1000")

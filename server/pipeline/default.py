@@ -2,7 +2,13 @@
 
 from server.pipeline.filters import BlockedFilter, ExcludedFilter, InactiveFilter, MaturityFilter, SeenFilter
 from server.pipeline.funnel import Funnel, RecentRankings
-from server.pipeline.rerankers import DiversityReranker, FreshnessBoost, ReasonWriter, SponsoredSlots
+from server.pipeline.rerankers import (
+    DiversityReranker,
+    EditorialBoost,
+    FreshnessBoost,
+    ReasonWriter,
+    SponsoredSlots,
+)
 from server.pipeline.scorers import PreRanker, Ranker
 from server.pipeline.sources import CollaborativeSource, ContentSource, EditorialSource, TrendingSource
 
@@ -20,9 +26,9 @@ def default_funnel(metrics=None, cache: RecentRankings | None = None) -> Funnel:
         filters=[InactiveFilter(), MaturityFilter(), BlockedFilter(), SeenFilter(), ExcludedFilter()],
         prerank=PreRanker(keep=300),
         ranker=Ranker(),
-        # order matters: freshness re-sorts, diversity pages the sorted list, slots go into pages,
-        # reasons see the final placement
-        rerankers=[FreshnessBoost(), DiversityReranker(), SponsoredSlots(), ReasonWriter()],
+        # order matters: editorial adjusts scores, freshness adjusts and re-sorts, diversity pages the
+        # sorted list, slots go into pages, reasons see the final placement
+        rerankers=[EditorialBoost(), FreshnessBoost(), DiversityReranker(), SponsoredSlots(), ReasonWriter()],
         cache=cache,
         metrics=metrics,
     )

@@ -36,7 +36,8 @@ def tenant_to_proto(config: TenantConfig) -> funnel_pb2.Tenant:
     for name, rules in config.surfaces.items():
         msg.surfaces[name].CopyFrom(funnel_pb2.SurfaceRules(
             max_per_category=rules.max_per_category, max_streak=rules.max_streak,
-            freshness_weight=rules.freshness_weight, sponsored_positions=rules.sponsored_positions))
+            freshness_weight=rules.freshness_weight, sponsored_positions=rules.sponsored_positions,
+            editorial_weight=rules.editorial_weight))
     return msg
 
 
@@ -48,7 +49,8 @@ def tenant_from_proto(msg: funnel_pb2.Tenant, current: TenantConfig | None) -> T
     if current is not None and not msg.rotate_keys:
         hashes = tuple(dict.fromkeys(current.api_key_hashes + hashes))
     surfaces = {name: SurfaceRules(r.max_per_category, r.max_streak, r.freshness_weight,
-                                   tuple(r.sponsored_positions)) for name, r in msg.surfaces.items()}
+                                   tuple(r.sponsored_positions), r.editorial_weight)
+                for name, r in msg.surfaces.items()}
     defaults = TenantConfig(tenant_id=msg.tenant_id)
     return TenantConfig(
         tenant_id=msg.tenant_id, name=msg.name,

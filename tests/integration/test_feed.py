@@ -120,9 +120,10 @@ def test_pagination_is_a_snapshot_without_duplicates_or_gaps(shared_server, trai
         assert cursor
     assert len(seen_ids) == len(set(seen_ids)) == 40
     assert positions == list(range(40))
-    # the same first page again gives the same ranking (deterministic for unchanged state)
-    again = feed(shared_server, api_key, user_id=user, limit=20)
-    assert [i.item_id for i in again.items] == seen_ids[:20]
+    # the same first page again gives the same ranking (deterministic for unchanged state; diversity
+    # caps are per page, so only the same page size reproduces the same order)
+    again = feed(shared_server, api_key, user_id=user, limit=10)
+    assert [i.item_id for i in again.items] == seen_ids[:10]
 
 
 def test_bad_cursors_are_invalid_argument(shared_server, trained_data_dir):

@@ -6,6 +6,7 @@ import numpy as np
 
 from kernels.layout import FEATURES
 from server.pipeline.rerankers.base import Ranking, Reranker
+from server.pipeline.rerankers.editorial import editorial_strength
 from server.pipeline.state import SOURCE_CACHE, SOURCE_CF, SOURCE_SEGMENT
 
 (RECOMMENDED, AFFINITY, SIMILAR, TRENDING, EDITORIAL, NEW, POPULAR, CACHED, SEGMENT, SPONSORED,
@@ -43,7 +44,7 @@ class ReasonWriter(Reranker):
         related = state.anchor_idx >= 0
         ranking.reasons = np.select(
             [ranking.sponsored,
-             f[:, _F["editorial_boost"]] > 0,
+             editorial_strength(state, ranking) > 0,
              (f[:, _F["content_similarity"]] >= 0.5) & related,
              (f[:, _F["category_affinity"]] >= 0.25) & state.known_user,
              f[:, _F["content_similarity"]] >= 0.5,
