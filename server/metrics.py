@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0015, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0)
 
@@ -24,6 +24,10 @@ class Metrics:
                                        ["source"], registry=r)
         self.unavailable = Counter("funnel_ranking_unavailable_total", "Requests that fell back from ranking",
                                    ["tenant", "reason"], registry=r)
+        from server.models.runtime import nonfinite_total
+
+        Gauge("funnel_nonfinite_scores", "NaN/inf model scores replaced by the score floor (since start)",
+              registry=r).set_function(nonfinite_total)
 
     def observe_request(self, method: str, tenant: str, level: int, seconds: float, state) -> None:
         self.request_seconds.labels(method).observe(seconds)

@@ -85,6 +85,12 @@ _cache: dict[str, Scorer] = {}
 _cache_lock = threading.Lock()
 
 
+def nonfinite_total() -> int:
+    """NaN/inf scores sunk so far by every model this process loaded (a metric)."""
+    with _cache_lock:
+        return sum(s.nonfinite for s in _cache.values())
+
+
 def load_scorer(path: str, sha256: str, features=FEATURES) -> Scorer:
     with _cache_lock:
         scorer = _cache.get(sha256)
