@@ -6,8 +6,9 @@
    CF-only and the full funnel; Recall@20 and NDCG@10);
 2. trains for serving on the full history: ALS (ops.train.als) embeddings for
    every item row and every user in the history, the "cf" index (inner product
-   over active items' embeddings) and the "content" index (cosine over
-   ops.train.content vectors), and the pre-ranker and ranker
+   over the embeddings of active items with history) and the "content" index
+   (cosine over ops.train.content vectors of items with metadata), keyed by
+   dense item index, and the pre-ranker and ranker
    (ops.train.ranker.train_rankers);
 3. writes the index files (new versioned names) and the models
    (content-addressed), then switches everything in ONE LMDB write
@@ -17,8 +18,9 @@
    ``model:rank``. Serving never sees embeddings from one run with indexes or
    models from another.
 
-If the tenant's items change while training runs (``items_gen`` moved), the
-switch is refused with RuntimeError and nothing is published; train again.
+If the tenant's items change while training runs (``items_gen`` moved, e.g. by
+a reload), the switch is refused with RuntimeError and nothing is published
+(the new index files stay behind, unreferenced); train again.
 """
 
 from __future__ import annotations
@@ -157,7 +159,8 @@ def train_tenant(data_dir: str, tenant: str, seed: int = 0, progress: bool = Tru
         version = _version(item_factors, content)
         cf_path = data.index(tenant, "cf", version)
         content_path = data.index(tenant, "content", version)
-        build_index(item_factors[cf_keys], cf_keys, "ip", cf_path)
+        # inner-product HNSW needs a denser graph for good recall at serving's k=500 (0.84 -> 0.93 mean)
+        build_index(item_factors[cf_keys], cf_keys, "ip", cf_path, connectivity=32, expansion_add=256)
         build_index(content[content_keys], content_keys, "cos", content_path)
         lap("indexes")
 

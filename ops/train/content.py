@@ -39,10 +39,9 @@ def item_tokens(title: str, categories: Sequence[str], created_ts: int | None) -
 
 def _hashed_matrix(token_sets: Sequence[set[str]]) -> tuple[np.ndarray, np.ndarray, int]:
     """COO (rows, dense column ids) of the binary item x token matrix and its column count."""
-    cache: dict[str, int] = {}
     rows, cols = [], []
     for i, tokens in enumerate(token_sets):
-        hashed = {cache.setdefault(t, zlib.crc32(t.encode()) % HASH_BUCKETS) for t in tokens}
+        hashed = {zlib.crc32(t.encode()) % HASH_BUCKETS for t in tokens}
         rows.extend([i] * len(hashed))
         cols.extend(hashed)
     rows = np.asarray(rows, dtype=np.int64)

@@ -7,8 +7,9 @@ lists (ops.features.item_lists) and content vectors. Its candidates follow
 server/pipeline/default.py: CF top 500 by dot product, content top 300 around
 the mean vector of the user's 5 most recent items, trending (33 per top-3
 affinity category + the tenant list, 200 in all, strength 1 -> 0.5 by rank),
-the newest 100; merged with the per-source strengths max-pooled into the
-source signals; inactive and already-seen items dropped; features assembled by
+the newest 100 (tenant-boosted items are not modelled); merged with the
+per-source strengths max-pooled into the source signals; inactive and
+already-seen items dropped; features assembled by
 kernels.features.assemble_features. Retrieval is exact here where serving uses
 the ANN indexes.
 
