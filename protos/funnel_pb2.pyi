@@ -12,9 +12,30 @@ class Mode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     MODE_UNSPECIFIED: _ClassVar[Mode]
     MODE_PERSONALIZED: _ClassVar[Mode]
     MODE_FALLBACK: _ClassVar[Mode]
+
+class EventType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    EVENT_TYPE_UNSPECIFIED: _ClassVar[EventType]
+    IMPRESSION: _ClassVar[EventType]
+    VIEW: _ClassVar[EventType]
+    CLICK: _ClassVar[EventType]
+    LIKE: _ClassVar[EventType]
+    SKIP: _ClassVar[EventType]
+    SHARE: _ClassVar[EventType]
+    PURCHASE: _ClassVar[EventType]
+    DWELL: _ClassVar[EventType]
 MODE_UNSPECIFIED: Mode
 MODE_PERSONALIZED: Mode
 MODE_FALLBACK: Mode
+EVENT_TYPE_UNSPECIFIED: EventType
+IMPRESSION: EventType
+VIEW: EventType
+CLICK: EventType
+LIKE: EventType
+SKIP: EventType
+SHARE: EventType
+PURCHASE: EventType
+DWELL: EventType
 
 class RequestContext(_message.Message):
     __slots__ = ("device", "session_item_ids")
@@ -243,6 +264,56 @@ class CategoryAffinity(_message.Message):
     category: str
     weight: float
     def __init__(self, category: _Optional[str] = ..., weight: _Optional[float] = ...) -> None: ...
+
+class Event(_message.Message):
+    __slots__ = ("event_id", "user_id", "item_id", "type", "timestamp_ms", "watch_time_ms", "request_id", "position", "surface", "session_id")
+    EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    ITEM_ID_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    TIMESTAMP_MS_FIELD_NUMBER: _ClassVar[int]
+    WATCH_TIME_MS_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    POSITION_FIELD_NUMBER: _ClassVar[int]
+    SURFACE_FIELD_NUMBER: _ClassVar[int]
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    event_id: str
+    user_id: str
+    item_id: str
+    type: EventType
+    timestamp_ms: int
+    watch_time_ms: int
+    request_id: str
+    position: int
+    surface: str
+    session_id: str
+    def __init__(self, event_id: _Optional[str] = ..., user_id: _Optional[str] = ..., item_id: _Optional[str] = ..., type: _Optional[_Union[EventType, str]] = ..., timestamp_ms: _Optional[int] = ..., watch_time_ms: _Optional[int] = ..., request_id: _Optional[str] = ..., position: _Optional[int] = ..., surface: _Optional[str] = ..., session_id: _Optional[str] = ...) -> None: ...
+
+class IngestRequest(_message.Message):
+    __slots__ = ("events",)
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    events: _containers.RepeatedCompositeFieldContainer[Event]
+    def __init__(self, events: _Optional[_Iterable[_Union[Event, _Mapping]]] = ...) -> None: ...
+
+class RejectedEvent(_message.Message):
+    __slots__ = ("index", "reason")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    reason: str
+    def __init__(self, index: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class IngestResponse(_message.Message):
+    __slots__ = ("accepted", "spooled", "rejected", "duplicates")
+    ACCEPTED_FIELD_NUMBER: _ClassVar[int]
+    SPOOLED_FIELD_NUMBER: _ClassVar[int]
+    REJECTED_FIELD_NUMBER: _ClassVar[int]
+    DUPLICATES_FIELD_NUMBER: _ClassVar[int]
+    accepted: int
+    spooled: int
+    rejected: _containers.RepeatedCompositeFieldContainer[RejectedEvent]
+    duplicates: int
+    def __init__(self, accepted: _Optional[int] = ..., spooled: _Optional[int] = ..., rejected: _Optional[_Iterable[_Union[RejectedEvent, _Mapping]]] = ..., duplicates: _Optional[int] = ...) -> None: ...
 
 class UserSignals(_message.Message):
     __slots__ = ("user_id", "known", "activity", "skip_rate", "last_active_day", "personalization_consent", "has_embedding", "top_categories", "recent_item_ids")

@@ -143,6 +143,84 @@ class Recommender:
             _registered_method=True)
 
 
+class EventsStub:
+    """User interactions: validated, published to JetStream (reply after the PubAck) or
+    spooled to the local durable outbox when NATS is unreachable; never dropped silently.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.Ingest = channel.unary_unary(
+                '/funnel.v1.Events/Ingest',
+                request_serializer=protos_dot_funnel__pb2.IngestRequest.SerializeToString,
+                response_deserializer=protos_dot_funnel__pb2.IngestResponse.FromString,
+                _registered_method=True)
+
+
+class EventsServicer:
+    """User interactions: validated, published to JetStream (reply after the PubAck) or
+    spooled to the local durable outbox when NATS is unreachable; never dropped silently.
+    """
+
+    def Ingest(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_EventsServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'Ingest': grpc.unary_unary_rpc_method_handler(
+                    servicer.Ingest,
+                    request_deserializer=protos_dot_funnel__pb2.IngestRequest.FromString,
+                    response_serializer=protos_dot_funnel__pb2.IngestResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'funnel.v1.Events', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('funnel.v1.Events', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class Events:
+    """User interactions: validated, published to JetStream (reply after the PubAck) or
+    spooled to the local durable outbox when NATS is unreachable; never dropped silently.
+    """
+
+    @staticmethod
+    def Ingest(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/funnel.v1.Events/Ingest',
+            protos_dot_funnel__pb2.IngestRequest.SerializeToString,
+            protos_dot_funnel__pb2.IngestResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
 class AdminStub:
     """Missing associated documentation comment in .proto file."""
 
