@@ -21,6 +21,7 @@ from server.cursor import CursorCodec
 from server.metrics import Metrics
 from server.pipeline.default import default_funnel
 from server.runtime import RuntimeRegistry
+from server.events.servicer import EventsServicer
 from server.servicers.admin import AdminServicer
 from server.servicers.recommender import RecommenderServicer
 from server.store import LmdbStore
@@ -38,6 +39,11 @@ class ServeSettings:
     metrics_port: int = 0          # 0 = no metrics endpoint; worker i listens on metrics_port + i
     grace_s: float = 10.0          # drain time for in-flight calls on shutdown
     refresh_s: float = 0.5         # how often tenant config / model / index pointers are re-checked
+    # events (issue 3, server.events): JetStream for Events.Ingest and the ingest worker
+    nats_url: str = ""             # "" = the embedded nats-server below (or none: spool to the outbox)
+    embedded_nats: bool = True     # with nats_url "": run nats-server -js on 127.0.0.1:nats_port
+    nats_port: int = 4222
+    ingest: bool = True            # run the ingest worker process (JetStream -> LMDB user features)
 
 
 def load_settings(path: str, **overrides) -> ServeSettings:
@@ -59,7 +65,7 @@ def load_settings(path: str, **overrides) -> ServeSettings:
     values.update({k: v for k, v in overrides.items() if v is not None})
     settings = ServeSettings(**values)
     for name, kind in (("port", int), ("workers", int), ("metrics_port", int), ("grace_s", float),
-                       ("refresh_s", float)):
+                       ("refresh_s", float), ("nats_port", int)):
         value = getattr(settings, name)
         if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
             raise ValueError(f"{path}: [serve].{name} must be a non-negative number")
@@ -116,13 +122,26 @@ class ServingApp:
             self._kill_switch = (now, value)
         return value
 
-    def warm_up(self) -> list[str]:
-        """Opens every tenant's indices and models now, not in a first request."""
+    def warm_up(self, requests_per_tenant: int = 20) -> list[str]:
+        """Opens every tenant's indices and models and runs a few requests through the
+        funnel now, so page faults and first-run allocations do not land on callers."""
+        from server.pipeline.state import request_state
+
         with self.store.snapshot() as snap:
             cursor = snap.txn.cursor(db=self.store.db["tenants"])
             tenants = [bytes(k).decode() for k, _ in cursor]
             for tenant_id in tenants:
-                self.registry.get(snap, tenant_id)
+                tenant = self.registry.get(snap, tenant_id)
+                if tenant is None:
+                    continue
+                users = [u for u, _ in zip(self.store.iter_users(snap.txn, tenant_id), range(requests_per_tenant))]
+                for user_id in [u for u, _ in users] + ["warm-up-cold-user"]:
+                    try:
+                        self.funnel.run(request_state(snap, tenant, user_id, "*", 0, 1.0))
+                    except Exception:  # a broken tenant must not stop the others from serving
+                        log.exception("warm-up of tenant %s failed", tenant_id)
+                        break
+            self.funnel.cache = type(self.funnel.cache)()  # warm-up rankings are not real traffic
         return tenants
 
 
@@ -145,18 +164,22 @@ async def serve_async(settings: ServeSettings, worker_index: int = 0, ready=None
     ])
     funnel_pb2_grpc.add_RecommenderServicer_to_server(RecommenderServicer(app), server)
     funnel_pb2_grpc.add_AdminServicer_to_server(AdminServicer(app), server)
+    events = EventsServicer(app, forward=worker_index == 0)  # one outbox forwarder per serve
+    funnel_pb2_grpc.add_EventsServicer_to_server(events, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((
         funnel_pb2.DESCRIPTOR.services_by_name["Recommender"].full_name,
         funnel_pb2.DESCRIPTOR.services_by_name["Admin"].full_name,
+        funnel_pb2.DESCRIPTOR.services_by_name["Events"].full_name,
         health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
         reflection.SERVICE_NAME), server)
     address = f"{settings.host}:{settings.port}"
     if server.add_insecure_port(address) == 0:
         raise SystemExit(f"cannot listen on {address}")
     await server.start()
-    for name in ("", "funnel.v1.Recommender"):
+    await events.start()
+    for name in ("", "funnel.v1.Recommender", "funnel.v1.Events"):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     if settings.metrics_port:
         app.metrics.serve(settings.metrics_port + worker_index, settings.host)
@@ -172,6 +195,7 @@ async def serve_async(settings: ServeSettings, worker_index: int = 0, ready=None
     log.info("worker %d draining (grace %.1fs)", worker_index, settings.grace_s)
     await health_servicer.enter_graceful_shutdown()
     await server.stop(settings.grace_s)
+    await events.close()
     app.store.close()
 
 
@@ -188,7 +212,16 @@ def _run_worker(settings: ServeSettings, worker_index: int, ready=None) -> None:
 
 def serve(settings: ServeSettings, on_ready=None) -> None:
     """Runs ``settings.workers`` processes on one port; returns when all have exited.
-    SIGTERM/SIGINT to this process drains every worker."""
+    SIGTERM/SIGINT to this process drains every worker. Around them, once, the
+    event services (server.events.services): NATS (embedded unless nats_url) and
+    the ingest worker process."""
+    from server.events.services import EventServices
+
+    with EventServices(settings) as events:
+        _serve_workers(events.settings, on_ready)
+
+
+def _serve_workers(settings: ServeSettings, on_ready=None) -> None:
     if settings.workers <= 1:
         _run_worker(settings, 0)
         return

@@ -81,7 +81,8 @@ def _settings(args):
     from server.app import ServeSettings, load_settings
 
     flags = dict(data_dir=args.data_dir, host=args.host, port=args.port, workers=args.workers,
-                 metrics_port=args.metrics_port, grace_s=args.grace)
+                 metrics_port=args.metrics_port, grace_s=args.grace, nats_url=args.nats, nats_port=args.nats_port,
+                 embedded_nats=False if args.no_embedded_nats else None, ingest=False if args.no_ingest else None)
     if args.config:
         try:
             return load_settings(args.config, **flags)
@@ -95,6 +96,13 @@ def cmd_serve(args) -> int:
     from server.app import serve
 
     serve(_settings(args))
+    return 0
+
+
+def cmd_ingest(args) -> int:
+    from server.events.worker import run_ingest
+
+    run_ingest(args.data_dir, args.nats, args.metrics_port, batch=args.batch)
     return 0
 
 
@@ -179,6 +187,13 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--metrics-port", type=int, default=None,
                        help="Prometheus /metrics base port; worker i uses base+i (default off)")
         p.add_argument("--grace", type=float, default=None, help="seconds to drain in-flight calls (default 10)")
+        p.add_argument("--nats", default=None, metavar="URL",
+                       help="NATS server with JetStream for Events.Ingest (default: an embedded nats-server)")
+        p.add_argument("--nats-port", type=int, default=None, help="port of the embedded nats-server (default 4222)")
+        p.add_argument("--no-embedded-nats", action="store_true",
+                       help="without --nats, run no NATS: Ingest keeps events in the local outbox")
+        p.add_argument("--no-ingest", action="store_true",
+                       help="do not start the ingest worker (run `funnel ingest` separately)")
 
     p = sub.add_parser("init", help="create a data directory and print its admin key")
     _data_dir_arg(p)
@@ -217,6 +232,14 @@ def build_parser() -> argparse.ArgumentParser:
     _data_dir_arg(p, default=None)
     serve_args(p)
     p.set_defaults(fn=cmd_serve)
+
+    p = sub.add_parser("ingest", help="run the ingest worker: apply JetStream events to the user features")
+    _data_dir_arg(p)
+    p.add_argument("--nats", default="nats://127.0.0.1:4222", metavar="URL",
+                   help="NATS server holding the FUNNEL_EVENTS stream (default %(default)s, the embedded one)")
+    p.add_argument("--metrics-port", type=int, default=0, help="Prometheus /metrics port (default off)")
+    p.add_argument("--batch", type=int, default=500, help="most events applied per LMDB transaction")
+    p.set_defaults(fn=cmd_ingest)
 
     p = sub.add_parser("feed", help="call GetFeed (or GetRelated) and print the answer")
     p.add_argument("--target", default="127.0.0.1:50051")

@@ -24,6 +24,10 @@ class Metrics:
                                        ["source"], registry=r)
         self.unavailable = Counter("funnel_ranking_unavailable_total", "Requests that fell back from ranking",
                                    ["tenant", "reason"], registry=r)
+        # Events.Ingest, per event: accepted (PubAck; duplicates are also accepted), spooled, rejected
+        self.ingest_events = Counter("funnel_ingest_events_total", "Ingested events per outcome",
+                                     ["tenant", "outcome"], registry=r)
+        self.outbox_depth = Gauge("funnel_outbox_depth", "Events in the local outbox waiting for NATS", registry=r)
         from server.models.runtime import nonfinite_total
 
         Gauge("funnel_nonfinite_scores", "NaN/inf model scores replaced by the score floor (since start)",
@@ -38,6 +42,12 @@ class Metrics:
             self.filter_removed.labels(name).inc(count)
         for name in state.sources_failed:
             self.source_failures.labels(name).inc()
+
+    def observe_ingest(self, tenant: str, accepted: int, duplicates: int, spooled: int, rejected: int) -> None:
+        for outcome, n in (("accepted", accepted), ("duplicate", duplicates), ("spooled", spooled),
+                           ("rejected", rejected)):
+            if n:
+                self.ingest_events.labels(tenant, outcome).inc(n)
 
     def ranking_unavailable(self, tenant: str, reason: str) -> None:
         self.unavailable.labels(tenant, reason).inc()

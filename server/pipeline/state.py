@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from kernels.layout import MAX_CATEGORIES, USER_AFFINITY, USER_WIDTH
+from kernels.layout import MAX_CATEGORIES, USER_AFFINITY, USER_CONSENT, USER_WIDTH
+from server.store import user_recent_items, user_row_view, user_seen_view
 
 # source bits (FeedItem.sources); 7 bits, the cursor keeps the 8th for "sponsored"
 SOURCE_CF, SOURCE_CONTENT, SOURCE_TRENDING, SOURCE_EDITORIAL = 1, 2, 4, 8
@@ -63,3 +64,23 @@ class RequestState:
             self._affinity = ((raw / total).astype(np.float32) if total > 0
                               else np.zeros(MAX_CATEGORIES, dtype=np.float32))
         return self._affinity
+
+
+RECENT_SEEDS = 5  # recent items that seed the content source when a request has no session items
+
+
+def request_state(snap, tenant, user_id: str, surface: str, limit: int, budget_s: float,
+                  kill_switch: bool = False) -> RequestState:
+    """The state of one request: the user's zero-copy row and seen ring (an unknown
+    user keeps the zero row), the deadline, and whether it may be personalised."""
+    config = tenant.config
+    state = RequestState(tenant=tenant, snap=snap, user_id=user_id, surface=surface or "*",
+                         limit=limit or config.default_limit, deadline=time.perf_counter() + budget_s)
+    value = snap.user(tenant.tenant_id, user_id) if user_id else None
+    if value is not None:
+        state.user_row, state.seen = user_row_view(value), user_seen_view(value)
+        state.recent = user_recent_items(value, RECENT_SEEDS)
+        state.known_user = True
+    state.personalized = (not kill_switch and config.personalization_enabled
+                          and (not state.known_user or state.user_row[USER_CONSENT] == 1.0))
+    return state

@@ -8,16 +8,14 @@ import uuid
 
 import numpy as np
 
-from kernels.layout import FEATURES, USER_CONSENT
+from kernels.layout import FEATURES
 from protos import funnel_pb2, funnel_pb2_grpc
 from server.cursor import CursorError, RankingTail
 from server.pipeline.filters import FilterPlan, count_removals
 from server.pipeline.funnel import LEVEL_CACHED
 from server.pipeline.rerankers.reasons import render
-from server.pipeline.state import RequestState, source_names
+from server.pipeline.state import RequestState, request_state, source_names
 from server.servicers.common import authenticate_tenant, invalid, not_found, rpc
-from server.pipeline.sources.content import MAX_SEEDS
-from server.store import user_recent_items, user_row_view, user_seen_view
 
 MAX_ID_LEN = 256
 MAX_LIST_IDS = 1000
@@ -75,16 +73,7 @@ class RecommenderServicer(funnel_pb2_grpc.RecommenderServicer):
         budget_s = config.latency_budget_ms / 1000.0
         if remaining is not None:
             budget_s = min(budget_s, max(remaining - 0.0005, 0.0))  # leave room to send the reply
-        state = RequestState(tenant=tenant, snap=snap, user_id=user_id, surface=surface or "*",
-                             limit=limit or config.default_limit, deadline=time.perf_counter() + budget_s)
-        value = snap.user(tenant.tenant_id, user_id) if user_id else None
-        if value is not None:
-            state.user_row, state.seen = user_row_view(value), user_seen_view(value)
-            state.recent = user_recent_items(value, MAX_SEEDS)
-            state.known_user = True
-        state.personalized = (not self.app.kill_switch and config.personalization_enabled
-                              and (not state.known_user or state.user_row[USER_CONSENT] == 1.0))
-        return state
+        return request_state(snap, tenant, user_id, surface, limit, budget_s, self.app.kill_switch)
 
     @staticmethod
     def _resolve(snap, tenant, item_ids) -> np.ndarray:

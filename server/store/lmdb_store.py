@@ -41,7 +41,7 @@ from kernels.layout import (
 )
 
 SEP = b"\x00"
-DB_NAMES = ("meta", "tenants", "catalog", "item_meta", "item_rows", "users", "lists", "state")
+DB_NAMES = ("meta", "tenants", "catalog", "item_meta", "item_rows", "users", "lists", "state", "outbox", "progress")
 USER_VALUE_BYTES = USER_WIDTH * 4 + 8 + SEEN_CAP * 4
 
 

@@ -1,12 +1,9 @@
 """Degradation decisions exercised in-process on the real trained data (no timing luck)."""
 
-import time
-
 import pytest
 
 from server.app import ServeSettings, ServingApp
-from server.pipeline.state import RequestState
-from server.store import user_recent_items, user_row_view, user_seen_view
+from server.pipeline.state import request_state
 from tests.integration.test_feed import active_users
 
 pytestmark = pytest.mark.integration
@@ -14,15 +11,7 @@ pytestmark = pytest.mark.integration
 
 def make_state(app, user_id, limit=20, budget_s=1.0):
     snap = app.store.snapshot()
-    tenant = app.registry.get(snap, "demo")
-    state = RequestState(tenant=tenant, snap=snap, user_id=user_id, surface="*", limit=limit,
-                         deadline=time.perf_counter() + budget_s)
-    value = snap.user("demo", user_id)
-    if value is not None:
-        state.user_row, state.seen = user_row_view(value), user_seen_view(value)
-        state.recent = user_recent_items(value, 5)
-        state.known_user = True
-    return state
+    return request_state(snap, app.registry.get(snap, "demo"), user_id, "*", limit, budget_s)
 
 
 def test_tight_budget_drops_to_level_one_with_prerank_only(trained_data_dir):

@@ -7,9 +7,9 @@ import numpy as np
 
 from kernels.layout import SIGNAL_CONTENT
 from server.pipeline.sources.base import CandidateSource, SourceResult
-from server.pipeline.state import SOURCE_CONTENT
+from server.pipeline.state import RECENT_SEEDS, SOURCE_CONTENT
 
-MAX_SEEDS = 5
+MAX_SEEDS = RECENT_SEEDS  # session items used as seeds, like the recent items the state holds
 
 
 class ContentSource(CandidateSource):
