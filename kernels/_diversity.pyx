@@ -4,7 +4,8 @@
 #     (1) taken_count[categories[p]] < max_per_category and no run longer than max_streak;
 #   else the first passing the streak rule alone; else the first untaken.
 #   Any category < 0 counts as the one category -1. max_per_category <= 0 or
-#   max_streak <= 0 disables that rule. Returns int64[k], k = max(min(limit, len(order)), 0).
+#   max_streak <= 0 disables that rule. page_size > 0 restarts the counts every
+#   page_size slots (runs carry over). Returns int64[k], k = max(min(limit, len(order)), 0).
 #
 # Counts for categories -1..N_DIRECT-1 live in a C array; any other int32 category
 # (rare, malformed data) is counted in a dict, so every value keeps exact semantics.
@@ -20,7 +21,7 @@ cdef enum:
 
 
 def diversify(const int64_t[::1] order, const int32_t[::1] categories, Py_ssize_t limit,
-              Py_ssize_t max_per_category, Py_ssize_t max_streak):
+              Py_ssize_t max_per_category, Py_ssize_t max_streak, Py_ssize_t page_size=0):
     cdef Py_ssize_t n = order.shape[0], n_cat = categories.shape[0]
     cdef Py_ssize_t k = max(min(limit, n), 0)
     result = np.empty(k, dtype=np.int64)
@@ -44,6 +45,9 @@ def diversify(const int64_t[::1] order, const int32_t[::1] categories, Py_ssize_
             raise IndexError(f"order[{j}] = {p} is not a position in categories (size {n_cat})")
         cats[j] = max(categories[p], -1)
     for slot in range(k):
+        if page_size > 0 and slot % page_size == 0:
+            memset(counts, 0, sizeof(counts))
+            other_counts.clear()
         while taken[first]:
             first += 1
         choice = fb_streak = -1

@@ -12,6 +12,8 @@ that no category exceeds ``max_per_category`` and no category runs longer than
     output is never short while candidates remain (diversity is a preference, not a filter).
     Any category < 0 (unknown) counts as the one category -1.
     max_per_category <= 0 or max_streak <= 0 disables that rule.
+    With page_size > 0 the category counts start again every page_size output slots
+    (caps hold per page, so one call orders every page of a snapshot); runs carry over.
 
 Returns int64[k], k = max(min(limit, len(order)), 0): the chosen positions in output order.
 Cost O(k * n) in the worst case; k and n are a page and a few hundred candidates.
@@ -24,7 +26,7 @@ import numpy as np
 from kernels._backend import PURE_PYTHON
 
 
-def diversify_reference(order, categories, limit, max_per_category, max_streak):
+def diversify_reference(order, categories, limit, max_per_category, max_streak, page_size=0):
     n = order.shape[0]
     k = max(min(int(limit), n), 0)
     out = np.empty(k, dtype=np.int64)
@@ -33,6 +35,8 @@ def diversify_reference(order, categories, limit, max_per_category, max_streak):
     run_cat, run_len = None, 0
     cats = [max(int(categories[int(p)]), -1) for p in order]
     for slot in range(k):
+        if page_size > 0 and slot % page_size == 0:
+            counts.clear()
         choice = fallback_streak = fallback_any = -1
         for j in range(n):
             if taken[j]:

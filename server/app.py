@@ -28,6 +28,7 @@ from server.store import LmdbStore
 
 log = logging.getLogger("funnel.server")
 MAX_MESSAGE_BYTES = 16 << 20
+ITEM_META_CACHE = 200_000
 
 
 @dataclass
@@ -42,7 +43,7 @@ class ServeSettings:
     # events (issue 3, server.events): JetStream for Events.Ingest and the ingest worker
     nats_url: str = ""             # "" = the embedded nats-server below (or none: spool to the outbox)
     embedded_nats: bool = True     # with nats_url "": run nats-server -js on 127.0.0.1:nats_port
-    nats_port: int = 4222
+    nats_port: int = 4222          # 0 = any free port
     ingest: bool = True            # run the ingest worker process (JetStream -> LMDB user features)
 
 
@@ -110,6 +111,21 @@ class ServingApp:
             raise SystemExit(f"{settings.data_dir} is not initialised: run `funnel init --data-dir {settings.data_dir}`")
         self.cursors = CursorCodec(bytes.fromhex(secret))
         self._kill_switch = (0.0, False)
+        self._item_meta: dict[tuple[str, int], tuple[int, dict]] = {}
+
+    def item_meta(self, snap, tenant_id: str, index: int) -> dict:
+        """Display metadata of an item, cached per process until the next catalog write
+        (items_gen); parsing JSON for every item of every response costs ~10 us each."""
+        gen = snap.items_gen(tenant_id)
+        key = (tenant_id, index)
+        hit = self._item_meta.get(key)
+        if hit is not None and hit[0] == gen:
+            return hit[1]
+        meta = snap.item_meta(tenant_id, index) or {}
+        if len(self._item_meta) >= ITEM_META_CACHE:
+            self._item_meta.clear()  # cheap bound; refills with what is hot
+        self._item_meta[key] = (gen, meta)
+        return meta
 
     @property
     def kill_switch(self) -> bool:

@@ -102,7 +102,7 @@ def cmd_serve(args) -> int:
 def cmd_ingest(args) -> int:
     from server.events.worker import run_ingest
 
-    run_ingest(args.data_dir, args.nats, args.metrics_port, batch=args.batch)
+    run_ingest(args.data_dir, args.nats, args.metrics_port, args.metrics_host, batch=args.batch)
     return 0
 
 
@@ -189,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--grace", type=float, default=None, help="seconds to drain in-flight calls (default 10)")
         p.add_argument("--nats", default=None, metavar="URL",
                        help="NATS server with JetStream for Events.Ingest (default: an embedded nats-server)")
-        p.add_argument("--nats-port", type=int, default=None, help="port of the embedded nats-server (default 4222)")
+        p.add_argument("--nats-port", type=int, default=None, help="port of the embedded nats-server (default 4222; 0 = any free port)")
         p.add_argument("--no-embedded-nats", action="store_true",
                        help="without --nats, run no NATS: Ingest keeps events in the local outbox")
         p.add_argument("--no-ingest", action="store_true",
@@ -238,6 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nats", default="nats://127.0.0.1:4222", metavar="URL",
                    help="NATS server holding the FUNNEL_EVENTS stream (default %(default)s, the embedded one)")
     p.add_argument("--metrics-port", type=int, default=0, help="Prometheus /metrics port (default off)")
+    p.add_argument("--metrics-host", default="127.0.0.1", help="address of the metrics endpoint")
     p.add_argument("--batch", type=int, default=500, help="most events applied per LMDB transaction")
     p.set_defaults(fn=cmd_ingest)
 

@@ -99,9 +99,10 @@ def _port_free(host: str, port: int) -> bool:
 
 class EmbeddedNats:
     """A ``nats-server -js`` child process storing JetStream data under
-    ``store_dir``; its output goes to ``store_dir/nats-server.log``. ``start``
-    returns once the server answers on its client port; ``stop`` ends it
-    with SIGTERM (JetStream flushes on that), SIGKILL after ``timeout``."""
+    ``store_dir``; its output goes to ``store_dir/nats-server.log``. Port 0
+    picks a free port at ``start``. ``start`` returns once the server answers
+    on its client port; ``stop`` ends it with SIGTERM (JetStream flushes on
+    that), SIGKILL after ``timeout``."""
 
     def __init__(self, store_dir: str, port: int = 4222, host: str = "127.0.0.1"):
         self.store_dir, self.port, self.host = store_dir, port, host
@@ -118,7 +119,11 @@ class EmbeddedNats:
     def start(self, timeout: float = 15.0) -> "EmbeddedNats":
         binary = nats_server_binary()
         os.makedirs(self.store_dir, exist_ok=True)
-        if not _port_free(self.host, self.port):
+        if self.port == 0:
+            with socket.socket() as s:
+                s.bind((self.host, 0))
+                self.port = s.getsockname()[1]
+        elif not _port_free(self.host, self.port):
             raise NatsStartError(f"port {self.host}:{self.port} is already in use")
         with open(self.log_path, "ab") as out:
             self.proc = subprocess.Popen(

@@ -5,19 +5,20 @@
   ``<data_dir>/nats``. If it cannot start (port taken, binary missing) serving
   goes on without NATS: Ingest spools every event to the outbox, which the
   next start with NATS forwards.
-* With NATS and ``settings.ingest``: one ingest worker process
-  (:func:`server.events.worker.run_ingest`), restarted after a crash; a clean
-  exit (e.g. on SIGTERM) is final, and so is finding another worker on the
-  data dir. Its metrics, when ``metrics_port`` is set, are on
-  ``metrics_port + workers``.
+* With NATS and ``settings.ingest``: one ingest worker process, exactly
+  ``funnel ingest`` (a child in the same process group, output inherited),
+  restarted after a crash; a clean exit (e.g. on SIGTERM) is final, and so is
+  finding another worker on the data dir. Its metrics, when ``metrics_port``
+  is set, are on ``metrics_port + workers``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-import multiprocessing
 import os
+import subprocess
+import sys
 import threading
 
 from server.events.nats_server import EmbeddedNats, NatsStartError
@@ -59,31 +60,29 @@ class EventServices:
         self._stopping.set()
         if self._supervisor is not None:
             self._supervisor.join()
-        if self._proc is not None and self._proc.is_alive():
+        if self._proc is not None and self._proc.poll() is None:
             self._proc.terminate()
-            self._proc.join(15)
-            if self._proc.is_alive():
+            try:
+                self._proc.wait(15)
+            except subprocess.TimeoutExpired:
                 self._proc.kill()
-                self._proc.join()
+                self._proc.wait()
         if self.nats is not None:
             self.nats.stop()
 
-    def _spawn(self):
-        from server.events.worker import run_ingest
-
+    def _spawn(self) -> subprocess.Popen:
         s = self.settings
         metrics_port = s.metrics_port + s.workers if s.metrics_port else 0
-        proc = multiprocessing.get_context("spawn").Process(
-            target=run_ingest, args=(s.data_dir, s.nats_url, metrics_port, s.host), name="funnel-ingest")
-        proc.start()
-        return proc
+        return subprocess.Popen([sys.executable, "-m", "server.cli", "ingest", "--data-dir", s.data_dir,
+                                 "--nats", s.nats_url, "--metrics-port", str(metrics_port),
+                                 "--metrics-host", s.host], stdin=subprocess.DEVNULL)
 
     def _supervise(self) -> None:
         from server.events.worker import LOCKED_EXIT
 
         wait = 1.0
         while not self._stopping.wait(wait):
-            code = self._proc.exitcode
+            code = self._proc.poll()
             if code is None:
                 wait = 1.0
             elif code in (0, LOCKED_EXIT):  # asked to stop, or another worker owns the data dir

@@ -64,7 +64,7 @@ from ops.features import AFFINITY_HALF_LIFE_DAYS, DAY_SECONDS, SKIP_BELOW
 from protos import funnel_pb2
 from server.events.nats_server import STREAM, SUBJECT_PREFIX, ensure_stream, tenant_of
 from server.store import LmdbStore, empty_user_value, push_seen, user_recent_items, user_row_view
-from server.store.lmdb_store import idx_key, tkey
+from server.store.lmdb_store import idx_key
 
 log = logging.getLogger("funnel.ingest")
 
@@ -273,7 +273,6 @@ class IngestWorker:
         self.data_dir, self.nats_url, self.batch = data_dir, nats_url, batch
         self.metrics = metrics or WorkerMetrics()
         self.log_every_s = log_every_s
-        self.totals = ApplyStats()
         self._resubscribe = False
         self._sub = None
 
@@ -377,17 +376,16 @@ class IngestWorker:
         while not stop.is_set() and not self._resubscribe:
             msgs = await self._next_batch()
             if msgs:
-                batch, newest = [], msgs[0]
+                batch, newest, newest_seq = [], msgs[0], 0
                 for m in msgs:
                     meta = m.metadata
                     batch.append((meta.sequence.stream, m.subject, m.data, meta.timestamp.timestamp()))
-                    if meta.sequence.consumer > newest.metadata.sequence.consumer:
-                        newest = m
+                    if meta.sequence.consumer > newest_seq:
+                        newest, newest_seq = m, meta.sequence.consumer
                 stats = applier.apply(batch, stream_id, self.metrics.lag)
                 await newest.ack()  # AckAll: acknowledges the whole batch, after the commit
                 self.metrics.observe(stats)
                 window.add(stats)
-                self.totals.add(stats)
             if time.monotonic() - logged >= self.log_every_s and window.last_seq:
                 log.info("ingest: %s, last sequence %d",
                          ", ".join(f"{k}={v}" for k, v in window.outcomes().items() if v), window.last_seq)

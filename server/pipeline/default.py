@@ -17,8 +17,8 @@ def default_funnel(metrics=None, cache: RecentRankings | None = None) -> Funnel:
     return Funnel(
         # every source runs; each is skipped (fail open) if it errors or overruns its budget
         sources=[
-            CollaborativeSource(k=500, budget_ms=8.0),
-            ContentSource(k=300, budget_ms=5.0),
+            CollaborativeSource(k=500, budget_ms=8.0, cache_entries=10_000),
+            ContentSource(k=300, budget_ms=5.0, cache_entries=10_000),
             TrendingSource(k=200, budget_ms=2.0),
             EditorialSource(k=100, budget_ms=2.0),
         ],

@@ -114,7 +114,7 @@ class RecommenderServicer(funnel_pb2_grpc.RecommenderServicer):
         tenant_id = state.tenant.tenant_id
         for j in range(page.items.shape[0]):
             index = int(page.items[j])
-            meta = snap.item_meta(tenant_id, index) or {}
+            meta = self.app.item_meta(snap, tenant_id, index)
             reason = render(page.reasons[j], meta.get("category", ""))
             if explain is not None and index in explain:
                 reason += " [" + ", ".join(f"{n}={v:.3f}" for n, v in zip(FEATURES, explain[index]) if v) + "]"

@@ -302,6 +302,11 @@ class StoreSnapshot:
         addrs, n_items, _ = self.store.chunk_addresses(self.txn, tenant)
         return addrs, n_items
 
+    def items_gen(self, tenant: str) -> int:
+        """The generation of the tenant's item rows (bumped by every catalog write)."""
+        self.store.chunk_addresses(self.txn, tenant)
+        return self.store._chunk_cache[tenant][0]
+
     def item_row(self, tenant: str, index: int) -> np.ndarray:
         """Zero-copy view of one item row; IndexError for an index outside the catalog."""
         _, n_items, blocks = self.store.chunk_addresses(self.txn, tenant)

@@ -18,17 +18,17 @@ INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 IMPLS = [pytest.param(diversify_reference, id="reference"), pytest.param(diversify, id="public")]
 
 
-def run(fn, categories, limit, max_per_category=0, max_streak=0, order=None):
+def run(fn, categories, limit, max_per_category=0, max_streak=0, order=None, page_size=0):
     categories = np.asarray(categories, dtype=np.int32)
     order = np.arange(categories.shape[0], dtype=np.int64) if order is None else np.asarray(order, dtype=np.int64)
-    out = fn(order, categories, limit, max_per_category, max_streak)
+    out = fn(order, categories, limit, max_per_category, max_streak, page_size)
     assert out.dtype == np.int64 and out.ndim == 1
     return out.tolist()
 
 
-def both(native, categories, limit, max_per_category, max_streak, order=None):
-    got = run(native.diversify, categories, limit, max_per_category, max_streak, order)
-    assert got == run(diversify_reference, categories, limit, max_per_category, max_streak, order)
+def both(native, categories, limit, max_per_category, max_streak, order=None, page_size=0):
+    got = run(native.diversify, categories, limit, max_per_category, max_streak, order, page_size)
+    assert got == run(diversify_reference, categories, limit, max_per_category, max_streak, order, page_size)
     return got
 
 
@@ -141,18 +141,18 @@ def diversity_cases(draw):
     order = (draw(st.permutations(range(len(cats)))) if draw(st.booleans())
              else draw(st.lists(st.integers(0, len(cats) - 1), max_size=80)) if cats else [])
     limit = draw(st.integers(-2, len(order) + 3))
-    return cats, order, limit, draw(st.integers(-1, 6)), draw(st.integers(-1, 5))
+    return cats, order, limit, draw(st.integers(-1, 6)), draw(st.integers(-1, 5)), draw(st.integers(-1, 7))
 
 
 @settings(max_examples=300, deadline=None)
 @given(case=diversity_cases())
 def test_random_inputs_match(native, case):
-    cats, order, limit, cap, streak = case
-    picked = both(native, cats, limit, cap, streak, order)
+    cats, order, limit, cap, streak, page_size = case
+    picked = both(native, cats, limit, cap, streak, order, page_size)
     k = max(min(limit, len(order)), 0)
     assert len(picked) == k
     assert Counter(picked) <= Counter(order)
-    if cap > 0 and streak <= 0:
+    if cap > 0 and streak <= 0 and page_size <= 0:
         # the walk takes min(cap, n_c) of every category c before the fill breaks the cap
         available = sum(min(cap, n) for n in Counter(max(cats[p], -1) for p in order).values())
         assert diverse_prefix(picked, cats, cap) == min(k, available)
@@ -166,3 +166,23 @@ def test_cap_holds_when_enough_other_candidates(native):
         picked = run(native.diversify, cats, 12, max_per_category=2, max_streak=1, order=order)
         assert len(picked) == 12 and max(Counter(cats[picked].tolist()).values()) <= 2
         assert longest_run(cats[picked].tolist()) == 1
+
+
+@pytest.mark.parametrize("fn", IMPLS)
+def test_caps_hold_per_page(fn):
+    cats = [0] * 6 + [1] * 6
+    # page 1 takes two of each, then page 2 may again take two of each
+    assert run(fn, cats, 8, max_per_category=2, page_size=4) == [0, 1, 6, 7, 2, 3, 8, 9]
+    # without pages the cap binds over the whole list and the fill comes last
+    assert run(fn, cats, 8, max_per_category=2) == [0, 1, 6, 7, 2, 3, 4, 5]
+
+
+@pytest.mark.parametrize("fn", IMPLS)
+def test_one_paged_call_keeps_every_page_within_caps(fn):
+    rng = np.random.default_rng(3)
+    cats = rng.integers(0, 6, size=120).tolist()
+    picked = run(fn, cats, 120, max_per_category=3, max_streak=2, page_size=10)
+    assert sorted(picked) == list(range(120))
+    for start in range(0, 60, 10):  # the early pages have enough of every category
+        page = [cats[p] for p in picked[start:start + 10]]
+        assert max(Counter(page).values()) <= 3 and longest_run(page) <= 2

@@ -23,9 +23,12 @@ class CandidateSource(ABC):
     bit: int = 0
     signal: int | None = None  # kernels.layout SIGNAL_* column its strength feeds, if any
 
-    def __init__(self, k: int, budget_ms: float):
+    def __init__(self, k: int, budget_ms: float, cache_entries: int = 0):
+        from server.pipeline.sources.cache import SourceCache
+
         self.k = k
         self.budget_ms = budget_ms
+        self.cache = SourceCache(cache_entries)  # used by sources whose answer is a pure function of a key
 
     @abstractmethod
     def retrieve(self, state) -> SourceResult | None:

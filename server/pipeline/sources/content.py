@@ -27,6 +27,10 @@ class ContentSource(CandidateSource):
             seeds = state.recent.astype(np.int64)
         else:
             return None
+        key = (id(index), seeds.tobytes())
+        cached = self.cache.get(key)
+        if cached is not None:
+            return cached
         vectors = index.get(seeds)
         vectors = np.asarray(vectors, dtype=np.float32).reshape(len(seeds), -1)
         vectors = vectors[np.isfinite(vectors).all(axis=1)]
@@ -38,5 +42,7 @@ class ContentSource(CandidateSource):
             return None
         matches = index.search(query / norm, self.k)
         # cosine distance = 1 - cos; strength is the cosine similarity clipped to 0..1
-        return SourceResult(matches.keys.astype(np.int64),
-                            np.clip(1.0 - matches.distances, 0.0, 1.0).astype(np.float32))
+        result = SourceResult(matches.keys.astype(np.int64),
+                              np.clip(1.0 - matches.distances, 0.0, 1.0).astype(np.float32))
+        self.cache.put(key, result)
+        return result
