@@ -189,7 +189,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--grace", type=float, default=None, help="seconds to drain in-flight calls (default 10)")
         p.add_argument("--nats", default=None, metavar="URL",
                        help="NATS server with JetStream for Events.Ingest (default: an embedded nats-server)")
-        p.add_argument("--nats-port", type=int, default=None, help="port of the embedded nats-server (default 4222; 0 = any free port)")
+        p.add_argument("--nats-port", type=int, default=None,
+                       help="port of the embedded nats-server (default 4222; 0 = any free port)")
         p.add_argument("--no-embedded-nats", action="store_true",
                        help="without --nats, run no NATS: Ingest keeps events in the local outbox")
         p.add_argument("--no-ingest", action="store_true",

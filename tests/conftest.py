@@ -42,13 +42,17 @@ def wait_serving(target: str, proc: subprocess.Popen, timeout: float = 60.0) -> 
 
 
 class ServerProcess:
+    """A real `funnel serve`. Read-path tests run it without the event path (no
+    embedded nats-server, no ingest worker) so several can run side by side;
+    tests/events starts its own NATS and workers."""
+
     def __init__(self, data_dir: str, workers: int = 1, extra_env: dict | None = None):
         self.port = free_port()
         self.target = f"127.0.0.1:{self.port}"
         env = dict(os.environ, PYTHONPATH=ROOT, FUNNEL_LOG_LEVEL="WARNING", **(extra_env or {}))
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "server.cli", "serve", "--data-dir", data_dir, "--port", str(self.port),
-             "--workers", str(workers), "--grace", "5"],
+             "--workers", str(workers), "--grace", "5", "--no-embedded-nats", "--no-ingest"],
             cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
         wait_serving(self.target, self.proc)
 

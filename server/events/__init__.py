@@ -7,5 +7,5 @@
 the events go to the local durable outbox in LMDB (:mod:`.outbox`) and a
 forwarder publishes them when NATS is back. The ingest worker (:mod:`.worker`,
 its own process) applies the stream to the users db, exactly once per stream
-sequence.
+sequence. :mod:`.services` runs NATS and the worker beside ``funnel serve``.
 """
