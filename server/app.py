@@ -216,14 +216,18 @@ async def serve_async(settings: ServeSettings, worker_index: int = 0, ready=None
 
 
 def _run_worker(settings: ServeSettings, worker_index: int, ready=None) -> None:
-    logging.basicConfig(level=os.environ.get("FUNNEL_LOG_LEVEL", "INFO"),
-                        format=f"%(asctime)s w{worker_index} %(levelname)s %(name)s: %(message)s")
+    _configure_logging(f"w{worker_index}")
     try:
         import uvloop
 
         uvloop.run(serve_async(settings, worker_index, ready))
     except ImportError:  # uvloop is not available on Windows
         asyncio.run(serve_async(settings, worker_index, ready))
+
+
+def _configure_logging(prefix: str) -> None:
+    logging.basicConfig(level=os.environ.get("FUNNEL_LOG_LEVEL", "INFO"),
+                        format=f"%(asctime)s {prefix} %(levelname)s %(name)s: %(message)s")
 
 
 def serve(settings: ServeSettings, on_ready=None) -> None:
@@ -233,6 +237,8 @@ def serve(settings: ServeSettings, on_ready=None) -> None:
     the ingest worker process."""
     from server.events.services import EventServices
 
+    if settings.workers > 1:  # with one worker it configures logging itself, in this process
+        _configure_logging("main")
     with EventServices(settings) as events:
         _serve_workers(events.settings, on_ready)
 

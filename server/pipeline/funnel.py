@@ -52,7 +52,8 @@ class FunnelResult:
 
 class RecentRankings:
     """Per-process LRU of each user's latest full ranking (degradation level 2).
-    Serving processes never write the store, so the cache lives in memory."""
+    The hot path never writes the store (only the ingest worker writes features),
+    so the cache lives in memory."""
 
     def __init__(self, capacity: int = 100_000, keep: int = 100):
         self.capacity, self.keep = capacity, keep

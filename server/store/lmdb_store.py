@@ -13,6 +13,8 @@ of tenant data start with ``tenant_id + b"\\x00"`` so tenants never collide.
 | ``users``     | tenant, user_id             | user row + seen ring (see kernels.layout)    |
 | ``lists``     | tenant, name                | int32 item indices (popular, trending:<cat>, new, segment:<cat>) |
 | ``state``     | tenant, name                | small tenant state (n_items, items_gen, categories, models, indexes) |
+| ``outbox``    | be64 sequence               | events spooled while NATS was unreachable (server.events.outbox) |
+| ``progress``  | name                        | last applied stream sequence (b"events"), outbox high-water mark |
 
 Serving reads through :class:`StoreSnapshot`, one short read transaction per
 request. Item chunk addresses are cached across transactions and re-resolved
