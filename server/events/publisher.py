@@ -38,9 +38,15 @@ class EventPublisher:
     def connected(self) -> bool:
         return self.js is not None and self.nc.is_connected
 
-    async def start(self) -> None:
+    async def start(self, wait_s: float = 5.0) -> None:
+        """Starts connecting; waits up to ``wait_s`` for the first connection so a server
+        that reports SERVING publishes rather than spools when NATS is up. Past that it
+        serves anyway (spooling) and keeps connecting in the background."""
         if self.nats_url:
             self._task = asyncio.create_task(self._connect(), name="nats-connect")
+            deadline = asyncio.get_running_loop().time() + wait_s
+            while not self.connected and not self._task.done() and asyncio.get_running_loop().time() < deadline:
+                await asyncio.sleep(0.02)
 
     async def close(self) -> None:
         self._closing = True
