@@ -40,7 +40,8 @@ def cmd_load(args) -> int:
 def cmd_train(args) -> int:
     from ops.train import train_tenant
 
-    report = train_tenant(args.data_dir, args.tenant, seed=args.seed, progress=not args.quiet)
+    report = train_tenant(args.data_dir, args.tenant, seed=args.seed, progress=not args.quiet,
+                          run_evaluation=not args.no_eval)
     print(report.summary() if hasattr(report, "summary") else report)
     return 0
 
@@ -213,6 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
     _data_dir_arg(p)
     p.add_argument("--tenant", required=True)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-eval", action="store_true",
+                   help="skip the offline evaluation (about half the time on large tenants)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(fn=cmd_train)
 

@@ -55,7 +55,7 @@ class TrainReport:
     items: int
     users: int
     interactions: int
-    evaluation: Evaluation
+    evaluation: Evaluation | None   # None when trained with evaluate=False
     indexes: dict
     models: dict
     timings: dict = field(default_factory=dict)   # stage -> seconds
@@ -63,9 +63,12 @@ class TrainReport:
 
     def summary(self) -> str:
         lines = [f"trained tenant {self.tenant!r} in {self.seconds:.1f}s: {self.items} items, "
-                 f"{self.users} users, {self.interactions} interactions",
-                 "offline evaluation (per-user temporal holdout, last 20% of each user's history):",
-                 self.evaluation.table()]
+                 f"{self.users} users, {self.interactions} interactions"]
+        if self.evaluation is not None:
+            lines += ["offline evaluation (per-user temporal holdout, last 20% of each user's history):",
+                      self.evaluation.table()]
+        else:
+            lines.append("offline evaluation skipped (--no-eval)")
         for name, p in self.indexes.items():
             lines.append(f"index {name}: {p['count']} vectors ({p['metric']}) -> {p['path']}")
         for name, p in self.models.items():
@@ -115,7 +118,8 @@ def _version(*arrays: np.ndarray) -> str:
     return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ") + "-" + digest.hexdigest()[:8]
 
 
-def train_tenant(data_dir: str, tenant: str, seed: int = 0, progress: bool = True) -> TrainReport:
+def train_tenant(data_dir: str, tenant: str, seed: int = 0, progress: bool = True,
+                 run_evaluation: bool = True) -> TrainReport:
     """Evaluate, train and publish for ``tenant`` of ``data_dir`` (module docstring).
     Raises ValueError when the tenant has no catalog or too little history."""
     started = time.perf_counter()
@@ -144,7 +148,7 @@ def train_tenant(data_dir: str, tenant: str, seed: int = 0, progress: bool = Tru
         content = content_vectors(catalog.titles, catalog.categories, catalog.created_ts, CF_DIM, seed)
         lap("content")
         als = AlsParams(seed=seed)
-        evaluation = evaluate(catalog, history, content, half_life, seed, als, progress)
+        evaluation = evaluate(catalog, history, content, half_life, seed, als, progress) if run_evaluation else None
         lap("evaluate")
 
         user_factors, item_factors = train_als(history.user, history.item, history.weight,
@@ -165,14 +169,15 @@ def train_tenant(data_dir: str, tenant: str, seed: int = 0, progress: bool = Tru
         lap("indexes")
 
         trained_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        offline = evaluation.metrics["funnel"]
+        offline = evaluation.metrics["funnel"] if evaluation is not None else {}
         model_pointers = {}
         for name, kind, blob, metrics in (
                 ("prerank", "linear", rankers.prerank,
                  {"val_recall@20": rankers.metrics["prerank_val_recall@20"]}),
                 ("rank", "mlp", rankers.rank,
                  {"val_recall@20": rankers.metrics["rank_val_recall@20"],
-                  "offline_recall@20": offline["recall@20"], "offline_ndcg@10": offline["ndcg@10"]})):
+                  **({"offline_recall@20": offline["recall@20"], "offline_ndcg@10": offline["ndcg@10"]}
+                     if offline else {})})):
             sha = model_sha256(blob)
             path = data.model(tenant, sha)
             _write_model(path, blob)

@@ -150,3 +150,13 @@ def test_evaluation_never_sees_the_test_window(tmp_path):
     drop = {"seconds"}
     assert {k: v for k, v in a.rankers.items() if k not in drop} == {k: v for k, v in b.rankers.items() if k not in drop}
     assert a.metrics != b.metrics  # the relevant sets did change
+
+
+def test_training_without_evaluation_still_publishes(tmp_path):
+    write_synthetic(str(tmp_path / "dataset"))
+    data_dir = str(tmp_path / "data")
+    load_dataset(data_dir, "t1", str(tmp_path / "dataset"), progress=False)
+    report = train_tenant(data_dir, "t1", progress=False, run_evaluation=False)
+    assert report.evaluation is None and "evaluation skipped" in report.summary()
+    assert set(report.models) == {"prerank", "rank"} and set(report.indexes) == {"cf", "content"}
+    assert "offline_recall@20" not in report.models["rank"]["metrics"]
