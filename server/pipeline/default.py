@@ -15,7 +15,8 @@ from server.pipeline.sources import CollaborativeSource, ContentSource, Editoria
 
 def default_funnel(metrics=None, cache: RecentRankings | None = None) -> Funnel:
     return Funnel(
-        # every source runs; each is skipped (fail open) if it errors or overruns its budget
+        # sources run in order; an error skips one (fail open), a budget overrun is counted, and none
+        # starts once the request deadline has passed
         sources=[
             CollaborativeSource(k=500, budget_ms=8.0, cache_entries=10_000),
             ContentSource(k=300, budget_ms=5.0, cache_entries=10_000),

@@ -77,7 +77,8 @@ class Funnel:
     def __init__(self, sources, filters, prerank, ranker, rerankers, *, snapshot_size: int = 300,
                  reduced_candidates: int = 300, ranker_reserve: float = 0.35, cache: RecentRankings | None = None,
                  metrics=None):
-        self.sources = sources            # run in order, each within its own budget; fail open
+        self.sources = sources            # run in order; an error skips a source (fail open), overrunning
+                                          # its budget is counted; the request deadline bounds them all
         self.filters = filters            # fail closed: a filter error fails the request
         self.prerank = prerank
         self.ranker = ranker
@@ -120,6 +121,9 @@ class Funnel:
     def _retrieve(self, state: RequestState):
         parts, started = [], time.perf_counter()
         for source in self.sources:
+            if state.remaining() <= 0:
+                state.sources_failed.append(f"{source.name}:skipped")
+                continue
             t0 = time.perf_counter()
             try:
                 result = source.retrieve(state)
@@ -127,10 +131,9 @@ class Funnel:
                 log.exception("source %s failed", source.name)
                 state.sources_failed.append(source.name)
                 continue
-            took = time.perf_counter() - t0
-            if took * 1000.0 > source.budget_ms:
+            if (time.perf_counter() - t0) * 1000.0 > source.budget_ms:
+                # counted; the answer is kept: sources run in-line, so the time is spent either way
                 state.sources_failed.append(f"{source.name}:late")
-                continue
             if result is not None and result.items.shape[0]:
                 parts.append((source, result))
         state.stage_seconds["retrieve"] = time.perf_counter() - started

@@ -36,3 +36,15 @@ def test_expired_deadline_falls_back_but_never_empty(trained_data_dir):
     result = app.funnel.run(state)
     state.snap.close()
     assert result.level >= 3 and len(result.ranking) >= 20
+
+
+def test_a_source_over_budget_is_counted_but_its_candidates_are_used(trained_data_dir):
+    app = ServingApp(ServeSettings(data_dir=trained_data_dir[0]))
+    cf = next(s for s in app.funnel.sources if s.name == "cf")
+    cf.budget_ms = 0.0
+    state = make_state(app, active_users(trained_data_dir[0], 1)[0])
+    result = app.funnel.run(state)
+    state.snap.close()
+    assert "cf:late" in state.sources_failed
+    assert result.level == 0
+    assert (result.ranking.sources & 1).any()  # SOURCE_CF candidates made it into the ranking
