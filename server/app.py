@@ -40,6 +40,7 @@ class ServeSettings:
     metrics_port: int = 0          # 0 = no metrics endpoint; worker i listens on metrics_port + i
     grace_s: float = 10.0          # drain time for in-flight calls on shutdown
     refresh_s: float = 0.5         # how often tenant config / model / index pointers are re-checked
+    max_concurrent_rpcs: int = 256  # per worker; more in flight get RESOURCE_EXHAUSTED at once (0 = no cap)
     # events (issue 3, server.events): JetStream for Events.Ingest and the ingest worker
     nats_url: str = ""             # "" = the embedded nats-server below (or none: spool to the outbox)
     embedded_nats: bool = True     # with nats_url "": run nats-server -js on 127.0.0.1:nats_port
@@ -66,7 +67,7 @@ def load_settings(path: str, **overrides) -> ServeSettings:
     values.update({k: v for k, v in overrides.items() if v is not None})
     settings = ServeSettings(**values)
     for name, kind in (("port", int), ("workers", int), ("metrics_port", int), ("grace_s", float),
-                       ("refresh_s", float), ("nats_port", int)):
+                       ("refresh_s", float), ("nats_port", int), ("max_concurrent_rpcs", int)):
         value = getattr(settings, name)
         if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
             raise ValueError(f"{path}: [serve].{name} must be a non-negative number")
@@ -173,7 +174,7 @@ def set_kill_switch(data_dir: str, on: bool) -> None:
 async def serve_async(settings: ServeSettings, worker_index: int = 0, ready=None) -> None:
     app = ServingApp(settings)
     tenants = app.warm_up()
-    server = grpc.aio.server(options=[
+    server = grpc.aio.server(maximum_concurrent_rpcs=settings.max_concurrent_rpcs or None, options=[
         ("grpc.so_reuseport", 1),
         ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),

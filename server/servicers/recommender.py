@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 import uuid
 
+import grpc
 import numpy as np
 
 from kernels.layout import FEATURES
@@ -15,10 +16,17 @@ from server.pipeline.filters import FilterPlan, count_removals
 from server.pipeline.funnel import LEVEL_CACHED
 from server.pipeline.rerankers.reasons import render
 from server.pipeline.state import RequestState, request_state, source_names
-from server.servicers.common import authenticate_tenant, invalid, not_found, rpc
+from server.servicers.common import RpcAbort, authenticate_tenant, invalid, not_found, rpc
 
 MAX_ID_LEN = 256
 MAX_LIST_IDS = 1000
+MIN_USEFUL_REMAINING_S = 0.001  # below this the caller cannot use an answer: shed, do not compute
+
+
+def _shed_if_expired(context) -> None:
+    remaining = context.time_remaining()
+    if remaining is not None and remaining < MIN_USEFUL_REMAINING_S:
+        raise RpcAbort(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline passed before the request was served")
 
 
 def _check_id(context, field: str, value: str, required: bool = True) -> None:
@@ -35,6 +43,7 @@ class RecommenderServicer(funnel_pb2_grpc.RecommenderServicer):
     @rpc
     async def GetFeed(self, request, context):
         started = time.perf_counter()
+        _shed_if_expired(context)
         _check_id(context, "user_id", request.user_id)
         _check_id(context, "surface", request.surface, required=False)
         if len(request.exclude_item_ids) > MAX_LIST_IDS:
@@ -52,6 +61,7 @@ class RecommenderServicer(funnel_pb2_grpc.RecommenderServicer):
     @rpc
     async def GetRelated(self, request, context):
         started = time.perf_counter()
+        _shed_if_expired(context)
         _check_id(context, "item_id", request.item_id)
         _check_id(context, "user_id", request.user_id, required=False)
         _check_id(context, "surface", request.surface, required=False)
