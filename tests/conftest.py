@@ -41,6 +41,19 @@ def wait_serving(target: str, proc: subprocess.Popen, timeout: float = 60.0) -> 
     raise RuntimeError("server did not become healthy")
 
 
+def stop_process_group(proc: subprocess.Popen, sig=signal.SIGTERM, timeout: float = 20.0) -> int:
+    """Signals a process started with start_new_session=True and its children; SIGKILL
+    after ``timeout``. Returns the exit code."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, sig)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    return proc.returncode
+
+
 class ServerProcess:
     """A real `funnel serve`. Read-path tests run it without the event path (no
     embedded nats-server, no ingest worker) so several can run side by side;
@@ -57,14 +70,7 @@ class ServerProcess:
         wait_serving(self.target, self.proc)
 
     def stop(self, sig=signal.SIGTERM, timeout: float = 20.0) -> int:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, sig)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        return self.proc.returncode
+        return stop_process_group(self.proc, sig, timeout)
 
 
 @pytest.fixture(scope="session")

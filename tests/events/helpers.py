@@ -13,7 +13,7 @@ import time
 import grpc
 
 from protos import funnel_pb2, funnel_pb2_grpc
-from tests.conftest import ROOT, free_port
+from tests.conftest import ROOT, free_port, stop_process_group
 
 
 def wait_until(check, timeout: float, interval: float = 0.02, what: str = "condition"):
@@ -54,14 +54,7 @@ class Proc:
             return f.read()[-4000:]
 
     def stop(self, sig=signal.SIGTERM, timeout: float = 20.0) -> int:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, sig)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        return self.proc.returncode
+        return stop_process_group(self.proc, sig, timeout)
 
 
 class EventServer(Proc):
