@@ -13,6 +13,12 @@ import time
 
 import grpc
 import pytest
+from hypothesis import settings
+
+# CI explores a fixed set of examples (reproducible verdicts); local runs keep exploring new ones
+settings.register_profile("ci", derandomize=True)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATASET = os.path.join(ROOT, "ops", "datasets", "movietweetings-100k")
