@@ -111,21 +111,22 @@ class CatalogWriter:
         return inserted, updated
 
     def _upsert_tenant(self, txn, tenant: str, items: list[ValidItem]) -> tuple[int, int]:
+        """Touches only the upserted items' chunks and the small lists, never the whole catalog."""
         store = self.store
         n_items = int(store.get_state(txn, tenant, "n_items", 0))
         categories = list(store.get_state(txn, tenant, "categories", []) or [])
-        rows = store.read_item_rows(txn, tenant, n_items)
-        new_rows, new_indices, touched = [], [], {}
+        touched: dict[int, np.ndarray] = {}
+        new_indices: list[int] = []
         for item in items:
-            index = store.lookup_item(txn, tenant, item.item_id)
+            index = store.lookup_item(txn, tenant, item.item_id)  # sees ids added earlier in this batch
             if index is None:
-                index = n_items + len(new_rows)
-                row = np.zeros(ITEM_WIDTH, dtype=np.float32)
-                row[ITEM_QUALITY] = 0.5
-                new_rows.append(row)
+                index = n_items + len(new_indices)
                 new_indices.append(index)
-            else:
-                row = rows[index] if index < n_items else new_rows[index - n_items]
+                touched[index] = np.zeros(ITEM_WIDTH, dtype=np.float32)
+                touched[index][ITEM_QUALITY] = 0.5
+            elif index not in touched:
+                touched[index] = store.read_rows_at(txn, tenant, [index])[0]
+            row = touched[index]
             row[ITEM_ACTIVE] = 1.0 if item.active else 0.0
             row[ITEM_MATURITY] = item.maturity
             row[ITEM_CATEGORY] = category_ids(item.categories[:1], categories)[0]
@@ -137,11 +138,10 @@ class CatalogWriter:
                 "title": item.title, "category": categories[int(row[ITEM_CATEGORY])],
                 "categories": item.categories, "maturity_rating": item.maturity_name,
                 "created_ts": item.created_ts, "sponsored": item.sponsored, "editorial_boost": item.editorial})
-            touched[index] = row
-        all_rows = np.concatenate([rows, np.asarray(new_rows, dtype=np.float32).reshape(-1, ITEM_WIDTH)])
-        store.put_item_rows(txn, tenant, all_rows)
-        n_total = all_rows.shape[0]
-        store.set_state(txn, tenant, "n_items", n_total)
+        order = np.array(sorted(touched), dtype=np.int64)
+        rows = np.stack([touched[int(i)] for i in order])
+        store.put_rows_at(txn, tenant, order, rows)
+        store.set_state(txn, tenant, "n_items", n_items + len(new_indices))
         store.set_state(txn, tenant, "categories", categories)
         lists = self.store.db["lists"]
 
@@ -152,9 +152,12 @@ class CatalogWriter:
         new = np.asarray(new_indices, dtype=np.int32)
         store.put_list(txn, tenant, "popular", np.concatenate([current("popular"), new]))
         candidates = np.unique(np.concatenate([current("new"), new]))
-        newest = candidates[np.argsort(-all_rows[candidates, ITEM_CREATED_DAYS], kind="stable")][:NEW_LIST_SIZE]
-        store.put_list(txn, tenant, "new", newest)
-        store.put_list(txn, tenant, "sponsored", np.flatnonzero(all_rows[:, ITEM_SPONSORED] == 1.0))
+        created = store.read_rows_at(txn, tenant, candidates)[:, ITEM_CREATED_DAYS]
+        store.put_list(txn, tenant, "new", candidates[np.argsort(-created, kind="stable")][:NEW_LIST_SIZE])
+        sponsored = set(current("sponsored").tolist())
+        for index, row in touched.items():
+            (sponsored.add if row[ITEM_SPONSORED] == 1.0 else sponsored.discard)(int(index))
+        store.put_list(txn, tenant, "sponsored", np.array(sorted(sponsored), dtype=np.int32))
         return len(new_indices), len(touched) - len(new_indices)
 
     def deactivate(self, tenant: str, item_id: str, delete: bool = False) -> bool | None:
@@ -164,8 +167,7 @@ class CatalogWriter:
             index = self.store.lookup_item(txn, tenant, item_id)
             if index is None:
                 return None
-            rows = self.store.read_item_rows(txn, tenant, index + 1)
-            changed = bool(rows[index, ITEM_ACTIVE] != 0.0)
+            changed = bool(self.store.read_rows_at(txn, tenant, [index])[0, ITEM_ACTIVE] != 0.0)
             if changed:
                 self.store.set_item_fields(txn, tenant, np.array([index]), ITEM_ACTIVE, 0.0)
             if delete:

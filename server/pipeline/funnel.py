@@ -92,11 +92,16 @@ class Funnel:
         self.metrics = metrics
 
     # ------------------------------------------------------------------ entry
-    def run(self, state: RequestState) -> FunnelResult:
+    def filter_plan(self, state: RequestState) -> FilterPlan:
+        """The request's hard filters (fail closed), with the item chunks they read resolved."""
         plan = FilterPlan()
         for stage in self.filters:
             stage.contribute(state, plan)
         state.chunk_addrs, state.n_items = state.snap.chunks(state.tenant.tenant_id)
+        return plan
+
+    def run(self, state: RequestState) -> FunnelResult:
+        plan = self.filter_plan(state)
         budget = max(state.remaining(), 1e-6)
         ranking, level = None, LEVEL_POPULAR
         if state.personalized:

@@ -12,7 +12,7 @@ import numpy as np
 from kernels.layout import FEATURES
 from protos import funnel_pb2, funnel_pb2_grpc
 from server.cursor import CursorError, RankingTail
-from server.pipeline.filters import FilterPlan, count_removals
+from server.pipeline.filters import count_removals
 from server.pipeline.funnel import LEVEL_CACHED
 from server.pipeline.rerankers.reasons import render
 from server.pipeline.state import RequestState, request_state, source_names
@@ -149,11 +149,7 @@ class RecommenderServicer(funnel_pb2_grpc.RecommenderServicer):
     def _page_from_tail(self, state, tail: RankingTail):
         """Later pages: the rest of the snapshot, re-filtered (an item deactivated
         since page 1 disappears; nothing is added, so no duplicates)."""
-        plan = FilterPlan()
-        for stage in self.app.funnel.filters:
-            stage.contribute(state, plan)
-        state.chunk_addrs, state.n_items = state.snap.chunks(state.tenant.tenant_id)
-        outcome = plan.apply(tail.items.astype(np.int64), state)
+        outcome = self.app.funnel.filter_plan(state).apply(tail.items.astype(np.int64), state)
         count_removals(outcome, state.filtered)
         m = outcome.mask
         kept = RankingTail(tail.position, tail.level, tail.items[m], tail.scores[m], tail.reasons[m],

@@ -180,21 +180,41 @@ class LmdbStore:
             chunk += 1
         self.bump_items_gen(txn, tenant)
 
-    def set_item_fields(self, txn, tenant: str, indices: np.ndarray, column: int, values) -> None:
-        """Set one column for some items (e.g. deactivate); rewrites only the touched chunks."""
+    def put_rows_at(self, txn, tenant: str, indices, rows: np.ndarray) -> None:
+        """Write rows[i] as the row of item indices[i] (new chunks start zeroed); rewrites only
+        the touched chunks and bumps ``items_gen``. Cost is per touched chunk, not per catalog."""
         indices = np.asarray(indices, dtype=np.int64)
-        values = np.broadcast_to(np.asarray(values, dtype=np.float32), indices.shape)
+        rows = np.asarray(rows, dtype=np.float32).reshape(indices.shape[0], ITEM_WIDTH)
         db = self.db["item_rows"]
         for chunk in np.unique(indices >> CHUNK_ROWS_LOG2):
             key = idx_key(tenant, int(chunk))
             old = txn.get(key, db=db)
-            if old is None:
-                continue
-            block = np.frombuffer(old, dtype=np.float32).reshape(CHUNK_ROWS, ITEM_WIDTH).copy()
+            block = (np.frombuffer(old, dtype=np.float32).reshape(CHUNK_ROWS, ITEM_WIDTH).copy()
+                     if old is not None else np.zeros((CHUNK_ROWS, ITEM_WIDTH), dtype=np.float32))
             sel = (indices >> CHUNK_ROWS_LOG2) == chunk
-            block[indices[sel] & (CHUNK_ROWS - 1), column] = values[sel]
+            block[indices[sel] & (CHUNK_ROWS - 1)] = rows[sel]
             txn.put(key, block.tobytes(), db=db)
         self.bump_items_gen(txn, tenant)
+
+    def set_item_fields(self, txn, tenant: str, indices: np.ndarray, column: int, values) -> None:
+        """Set one column for some items (e.g. deactivate); rewrites only the touched chunks."""
+        indices = np.asarray(indices, dtype=np.int64)
+        rows = self.read_rows_at(txn, tenant, indices)
+        rows[:, column] = np.broadcast_to(np.asarray(values, dtype=np.float32), indices.shape)
+        self.put_rows_at(txn, tenant, indices, rows)
+
+    def read_rows_at(self, txn, tenant: str, indices) -> np.ndarray:
+        """Copies of the rows of some items (zeros for a missing chunk), one get per chunk."""
+        indices = np.asarray(indices, dtype=np.int64)
+        out = np.zeros((indices.shape[0], ITEM_WIDTH), dtype=np.float32)
+        db = self.db["item_rows"]
+        for chunk in np.unique(indices >> CHUNK_ROWS_LOG2):
+            raw = txn.get(idx_key(tenant, int(chunk)), db=db)
+            if raw is not None:
+                sel = (indices >> CHUNK_ROWS_LOG2) == chunk
+                block = np.frombuffer(raw, dtype=np.float32).reshape(CHUNK_ROWS, ITEM_WIDTH)
+                out[sel] = block[indices[sel] & (CHUNK_ROWS - 1)]
+        return out
 
     def read_item_rows(self, txn, tenant: str, n_items: int) -> np.ndarray:
         """Copy of all item rows (offline jobs only)."""
