@@ -38,7 +38,7 @@ class EventPublisher:
     def connected(self) -> bool:
         return self.js is not None and self.nc.is_connected
 
-    async def start(self, wait_s: float = 5.0) -> None:
+    async def start(self, wait_s: float = 15.0) -> None:
         """Starts connecting; waits up to ``wait_s`` for the first connection so a server
         that reports SERVING publishes rather than spools when NATS is up. Past that it
         serves anyway (spooling) and keeps connecting in the background."""
