@@ -184,6 +184,9 @@ async def serve_async(settings: ServeSettings, worker_index: int = 0, ready=None
     events = EventsServicer(app, forward=worker_index == 0)  # one outbox forwarder per serve
     funnel_pb2_grpc.add_EventsServicer_to_server(events, server)
     health_servicer = health.aio.HealthServicer()
+    health_names = ("", "funnel.v1.Recommender", "funnel.v1.Events")
+    for name in health_names:  # grpc's servicer says SERVING for "" from the start: not before we are
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((
         funnel_pb2.DESCRIPTOR.services_by_name["Recommender"].full_name,
@@ -194,9 +197,9 @@ async def serve_async(settings: ServeSettings, worker_index: int = 0, ready=None
     address = f"{settings.host}:{settings.port}"
     if server.add_insecure_port(address) == 0:
         raise SystemExit(f"cannot listen on {address}")
+    await events.start()  # connected to NATS (or given up waiting) before the port opens
     await server.start()
-    await events.start()
-    for name in ("", "funnel.v1.Recommender", "funnel.v1.Events"):
+    for name in health_names:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     if settings.metrics_port:
         app.metrics.serve(settings.metrics_port + worker_index, settings.host)
