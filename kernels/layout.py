@@ -18,6 +18,7 @@ ITEM_EDITORIAL = 5     # editorial boost 0..1
 ITEM_QUALITY = 6       # 0..1, mean normalised rating
 ITEM_SKIP_RATE = 7     # 0..1
 ITEM_SPONSORED = 8     # 1.0 when the item may fill a sponsored slot
+ITEM_CAMPAIGN = 9      # dense sponsored-campaign id (state "campaigns"), 0 = none
 ITEM_CF = 16
 CF_DIM = 32
 ITEM_WIDTH = ITEM_CF + CF_DIM
@@ -35,6 +36,18 @@ MAX_CATEGORIES = 64
 USER_CF = USER_AFFINITY + MAX_CATEGORIES
 USER_WIDTH = USER_CF + CF_DIM
 SEEN_CAP = 256
+IMPRESSION_CAP = 512   # impressions remembered per user for frequency caps (db impressions)
+
+# ---- item stats (db item_stats, one value per item): float64[STAT_WIDTH], kept by the
+# ingest worker and seeded from the history by `funnel load` (ops.features.item_counts)
+STAT_T_REF = 0         # seconds since the epoch that the decayed columns refer to
+STAT_COUNT = 1         # exact number of interactions (impressions excluded)
+STAT_WEIGHT_SUM = 2    # sum of interaction weights
+STAT_SKIPS = 3         # exact number of interactions with weight < 0.5
+STAT_TREND = 4         # sum of weight * 2**(-age / trending half-life) at STAT_T_REF
+STAT_EVENTS = 5        # STAT_EVENTS + EventType value: decayed count of that event type
+N_EVENT_TYPES = 9      # EventType values 0..8 (0 = unspecified, never counted)
+STAT_WIDTH = STAT_EVENTS + N_EVENT_TYPES
 
 # ---- item rows are stored CHUNK_ROWS to an LMDB value
 CHUNK_ROWS_LOG2 = 13

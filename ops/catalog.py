@@ -18,11 +18,11 @@ canonical (a directory with ``items.jsonl`` or ``items.csv``, optional ``events.
 
         {"item_id": "m1", "title": "...", "categories": ["Drama", "Crime"],
          "maturity_rating": "PG13", "created_at": "2024-01-02T00:00:00Z",
-         "active": true, "sponsored": false, "editorial_boost": 0.0}
+         "active": true, "sponsored": false, "editorial_boost": 0.0, "campaign": "summer-24"}
 
     ``item_id`` is required; the rest default to title "", no categories,
     maturity unknown (served as the most restrictive rating, fail closed),
-    created_at unknown, active true, sponsored false, editorial_boost 0.
+    created_at unknown, active true, sponsored false, editorial_boost 0, no campaign.
     ``created_at`` is ISO 8601 (naive = UTC) or epoch seconds;
     ``editorial_boost`` must lie in 0..1. items.csv has the same columns (header
     row required, extra columns ignored, categories ``|``-separated, booleans
@@ -86,7 +86,8 @@ EVENT_WEIGHTS = {"view": 0.5, "click": 0.6, "like": 0.9, "share": 0.9, "purchase
 DWELL_FULL_SECONDS = 60.0
 
 ITEM_COLUMNS = ("item_id", "title", "categories", "maturity_rating", "created_at",
-                "active", "sponsored", "editorial_boost")
+                "active", "sponsored", "editorial_boost", "campaign")
+MAX_CAMPAIGN_LEN = 256
 
 FORMATS = ("canonical", "movielens", "movietweetings")
 _YEAR_IN_TITLE = re.compile(r"\((\d{4})(?:[-\u2013]\d{0,4})?\)\s*$")
@@ -192,6 +193,7 @@ class Catalog:
     active: np.ndarray          # bool[n]
     sponsored: np.ndarray       # bool[n]
     editorial: np.ndarray       # float32[n], 0..1
+    campaigns: list[str] | None = None  # sponsored campaign per item, "" = none (None: no item has one)
     category_order: InitVar[Sequence[str]] = ()
     category_names: list[str] = field(init=False)
     primary_category: np.ndarray = field(init=False)  # int32[n]
@@ -202,7 +204,10 @@ class Catalog:
         self.active = np.asarray(self.active, dtype=bool)
         self.sponsored = np.asarray(self.sponsored, dtype=bool)
         self.editorial = np.asarray(self.editorial, dtype=np.float32)
-        for name in ("titles", "categories", "maturity", "created_ts", "active", "sponsored", "editorial"):
+        if self.campaigns is None:
+            self.campaigns = [""] * n
+        for name in ("titles", "categories", "maturity", "created_ts", "active", "sponsored", "editorial",
+                     "campaigns"):
             if len(getattr(self, name)) != n:
                 raise ValueError(f"Catalog.{name} has {len(getattr(self, name))} entries, expected {n}")
         if len(set(self.item_ids)) != n:
@@ -374,11 +379,13 @@ class _CatalogBuilder:
         self.active = array.array("b")
         self.sponsored = array.array("b")
         self.editorial = array.array("f")
+        self.campaigns: list[str] = []
         self.index: dict[str, int] = {}
         self.first_line: list[int] = []
 
     def add(self, src: _Lines, item_id: str, title: str, categories: list[str], maturity: str | None,
-            created_ts: int | None, active: bool = True, sponsored: bool = False, editorial: float = 0.0) -> None:
+            created_ts: int | None, active: bool = True, sponsored: bool = False, editorial: float = 0.0,
+            campaign: str = "") -> None:
         if not item_id:
             src.error("empty item id")
             return
@@ -395,6 +402,7 @@ class _CatalogBuilder:
         self.active.append(active)
         self.sponsored.append(sponsored)
         self.editorial.append(editorial)
+        self.campaigns.append(campaign)
 
     def build(self, default_created_ts: int) -> Catalog:
         created = np.frombuffer(self.created, dtype=np.int64).copy()
@@ -402,7 +410,7 @@ class _CatalogBuilder:
         return Catalog(self.item_ids, self.titles, self.categories, self.maturity, created,
                        np.frombuffer(self.active, dtype=np.int8).astype(bool),
                        np.frombuffer(self.sponsored, dtype=np.int8).astype(bool),
-                       np.frombuffer(self.editorial, dtype=np.float32).copy())
+                       np.frombuffer(self.editorial, dtype=np.float32).copy(), self.campaigns)
 
 
 class _HistoryBuilder:
@@ -477,10 +485,16 @@ def _add_canonical_item(items: _CatalogBuilder, src: _Lines, rec: dict) -> None:
         active = _parse_bool(rec.get("active"), "active", True)
         sponsored = _parse_bool(rec.get("sponsored"), "sponsored", False)
         editorial = _parse_unit(rec.get("editorial_boost"), "editorial_boost")
+        campaign = rec.get("campaign") or ""
+        if isinstance(campaign, int) and not isinstance(campaign, bool):
+            campaign = str(campaign)
+        if not isinstance(campaign, str) or len(campaign) > MAX_CAMPAIGN_LEN:
+            raise ValueError(f"bad campaign {campaign!r} (want a string of at most {MAX_CAMPAIGN_LEN} characters)")
     except ValueError as e:
         src.error(str(e))
         return
-    items.add(src, item_id, title, [c for c in cats if c], maturity, created_ts, active, sponsored, editorial)
+    items.add(src, item_id, title, [c for c in cats if c], maturity, created_ts, active, sponsored, editorial,
+              campaign.strip())
 
 
 def _read_items_jsonl(path: str, items: _CatalogBuilder, errors: ErrorLog, progress: bool) -> None:

@@ -10,6 +10,8 @@ An interaction with weight < 0.5 counts as a skip.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from kernels.layout import (
@@ -64,11 +66,15 @@ def _decay(ts: np.ndarray, now_ts: int, half_life_days: float) -> np.ndarray:
     return np.exp2(-(now_ts - ts).astype(np.float64) / (half_life_days * DAY_SECONDS))
 
 
+def valid_category_ids(column: np.ndarray) -> np.ndarray:
+    """int64 category id per value of an ITEM_CATEGORY column; -1 where it is not a valid id."""
+    valid = (column >= 0) & (column < MAX_CATEGORIES) & (column == np.floor(column))
+    return np.where(valid, column, -1).astype(np.int64)
+
+
 def _item_categories(item_rows: np.ndarray) -> np.ndarray:
     """int64 category per item row; -1 where the row holds no valid category id."""
-    c = item_rows[:, ITEM_CATEGORY]
-    valid = (c >= 0) & (c < MAX_CATEGORIES) & (c == np.floor(c))
-    return np.where(valid, c, -1).astype(np.int64)
+    return valid_category_ids(item_rows[:, ITEM_CATEGORY])
 
 
 def _affinity(history: Interactions, item_cats: np.ndarray, now_ts: int, half_life_days: float) -> np.ndarray:
@@ -97,39 +103,78 @@ def _ranked_per_group(groups: np.ndarray, items: np.ndarray, scores: np.ndarray,
     return {int(g[s]): items[order[s:min(e, s + k)]].astype(np.int32) for s, e in zip(starts, ends)}
 
 
+@dataclass(frozen=True)
+class ItemCounts:
+    """Per-item interaction statistics, the inputs of POPULARITY, QUALITY, SKIP_RATE
+    and the trending lists. Offline (:func:`item_counts`) they come from the history;
+    online the ingest worker keeps the same numbers per item (db ``item_stats``,
+    seeded by ``funnel load``), so both compute the same rows and lists."""
+
+    count: np.ndarray        # float64: interactions
+    weight_sum: np.ndarray   # float64: sum of interaction weights
+    skips: np.ndarray        # float64: interactions with weight < SKIP_BELOW
+    trend: np.ndarray        # float64: sum of weight * 2**(-age / trending half-life) at now_ts
+
+
+def item_counts(history: Interactions, n: int, now_ts: int,
+                half_life_days: float = TRENDING_HALF_LIFE_DAYS) -> ItemCounts:
+    """:class:`ItemCounts` of items 0..n-1 from the history as of ``now_ts``."""
+    h = _as_of(history, now_ts)
+    if len(h) and int(h.item.max()) >= n:
+        raise ValueError(f"history references item {int(h.item.max())} but the catalog has {n} items")
+    return ItemCounts(
+        count=np.bincount(h.item, minlength=n).astype(np.float64),
+        weight_sum=np.bincount(h.item, weights=h.weight, minlength=n),
+        skips=np.bincount(h.item, weights=(h.weight < SKIP_BELOW).astype(np.float64), minlength=n),
+        trend=np.bincount(h.item, weights=h.weight * _decay(h.ts, now_ts, half_life_days), minlength=n))
+
+
+def skip_prior(counts: ItemCounts) -> float:
+    """The dataset-wide share of skips (0 without history)."""
+    total = float(counts.count.sum())
+    return float(counts.skips.sum()) / total if total else 0.0
+
+
+def popularity(count: np.ndarray, max_count: float) -> np.ndarray:
+    """log1p(count) / log1p(max_count), at most 1 (0 everywhere when max_count is 0)."""
+    if max_count <= 0:
+        return np.zeros(np.shape(count), dtype=np.float64)
+    return np.minimum(np.log1p(count) / np.log1p(max_count), 1.0)
+
+
+def quality(weight_sum: np.ndarray, count: np.ndarray) -> np.ndarray:
+    """Mean weight shrunk toward QUALITY_PRIOR by PSEUDO_COUNT interactions."""
+    return (weight_sum + PSEUDO_COUNT * QUALITY_PRIOR) / (count + PSEUDO_COUNT)
+
+
+def skip_rate(skips: np.ndarray, count: np.ndarray, prior: float) -> np.ndarray:
+    """Skip share shrunk toward ``prior``, so an item without history looks average."""
+    return (skips + PSEUDO_COUNT * prior) / (count + PSEUDO_COUNT)
+
+
 def item_base_rows(catalog: Catalog, history: Interactions, now_ts: int) -> np.ndarray:
     """float32[len(catalog), ITEM_WIDTH] rows; ``history.item`` indexes catalog positions.
 
     ACTIVE, SPONSORED, EDITORIAL come from the catalog; MATURITY is the code of
     the catalog's rating (unknown -> MATURITY_MOST_RESTRICTIVE); CATEGORY is the
     dense primary category; CREATED_DAYS = created_ts / 86400.
-    POPULARITY = log1p(count) / log1p(max count) (0 without history).
-    QUALITY = (sum weight + 2 * 0.5) / (count + 2): mean weight shrunk toward 0.5.
-    SKIP_RATE = (skips + 2 * p) / (count + 2), p = the dataset-wide skip share, so
-    an item without history looks average instead of penalised. CF columns are 0.
+    POPULARITY = :func:`popularity` (count, max count); QUALITY = :func:`quality`;
+    SKIP_RATE = :func:`skip_rate` with the dataset-wide skip share as the prior.
+    CF columns are 0.
     """
     n = len(catalog)
-    h = _as_of(history, now_ts)
-    if len(h) and int(h.item.max()) >= n:
-        raise ValueError(f"history references item {int(h.item.max())} but the catalog has {n} items")
-    count = np.bincount(h.item, minlength=n).astype(np.float64)
-    weight_sum = np.bincount(h.item, weights=h.weight, minlength=n)
-    skips = np.bincount(h.item, weights=(h.weight < SKIP_BELOW).astype(np.float64), minlength=n)
-    total = count.sum()
-    skip_prior = skips.sum() / total if total else 0.0
-    max_count = count.max() if n else 0.0
-
+    counts = item_counts(history, n, now_ts)
     maturity = np.fromiter((maturity_code(m) for m in catalog.maturity), dtype=np.float32, count=n)
 
     rows = np.zeros((n, ITEM_WIDTH), dtype=np.float32)
     rows[:, ITEM_ACTIVE] = catalog.active
     rows[:, ITEM_MATURITY] = maturity
     rows[:, ITEM_CATEGORY] = catalog.primary_category
-    rows[:, ITEM_POPULARITY] = np.log1p(count) / np.log1p(max_count) if max_count > 0 else 0.0
+    rows[:, ITEM_POPULARITY] = popularity(counts.count, counts.count.max() if n else 0.0)
     rows[:, ITEM_CREATED_DAYS] = catalog.created_ts / DAY_SECONDS
     rows[:, ITEM_EDITORIAL] = np.clip(catalog.editorial, 0.0, 1.0)
-    rows[:, ITEM_QUALITY] = (weight_sum + PSEUDO_COUNT * QUALITY_PRIOR) / (count + PSEUDO_COUNT)
-    rows[:, ITEM_SKIP_RATE] = (skips + PSEUDO_COUNT * skip_prior) / (count + PSEUDO_COUNT)
+    rows[:, ITEM_QUALITY] = quality(counts.weight_sum, counts.count)
+    rows[:, ITEM_SKIP_RATE] = skip_rate(counts.skips, counts.count, skip_prior(counts))
     rows[:, ITEM_SPONSORED] = catalog.sponsored
     return rows
 
@@ -202,14 +247,34 @@ def user_segments(history: Interactions, item_rows: np.ndarray, now_ts: int,
     return np.where(affinity.max(axis=1) > 0, affinity.argmax(axis=1), -1)
 
 
+def popular_list(active: np.ndarray, count: np.ndarray) -> np.ndarray:
+    """"popular": every active item by interaction count desc (= POPULARITY desc), ties by index."""
+    act = np.flatnonzero(active)
+    return _ranked(act, count[act])
+
+
+def trending_lists(active: np.ndarray, cats: np.ndarray, trend: np.ndarray) -> dict[str, np.ndarray]:
+    """"trending": the top TRENDING_SIZE active items with positive decayed weight;
+    "trending:<c>" for every c in 0..MAX_CATEGORIES-1: the same within category c,
+    top TRENDING_CATEGORY_SIZE (possibly empty). Ties by index."""
+    hot = np.flatnonzero(active & (trend > 0))
+    lists = {"trending": _ranked(hot, trend[hot], TRENDING_SIZE)}
+    hot = hot[cats[hot] >= 0]
+    by_cat = _ranked_per_group(cats[hot], hot, trend[hot], TRENDING_CATEGORY_SIZE)
+    empty = np.empty(0, dtype=np.int32)
+    for c in range(MAX_CATEGORIES):
+        lists[f"trending:{c}"] = by_cat.get(c, empty)
+    return lists
+
+
 def item_lists(item_rows: np.ndarray, history: Interactions, now_ts: int,
                half_life_days: float = TRENDING_HALF_LIFE_DAYS,
                affinity_half_life_days: float = AFFINITY_HALF_LIFE_DAYS) -> dict[str, np.ndarray]:
     """Precomputed int32 item lists over active items (ACTIVE == 1); ties by index.
 
-    "popular": every active item by POPULARITY desc (the last-resort fallback).
-    "trending": top 1000 items with positive decayed weight (half-life
-    ``half_life_days``); "trending:<c>": the same per category c, top 500.
+    "popular": :func:`popular_list` (the last-resort fallback).
+    "trending", "trending:<c>": :func:`trending_lists` of the weight decayed with
+    half-life ``half_life_days``.
     "new": top 1000 by CREATED_DAYS desc.
     "segment:<c>": top 200 by affinity-decayed weight among interactions of users
     whose top-affinity category (:func:`user_segments`) is c.
@@ -220,17 +285,12 @@ def item_lists(item_rows: np.ndarray, history: Interactions, now_ts: int,
     n = item_rows.shape[0]
     active = item_rows[:, ITEM_ACTIVE] == 1.0
     act = np.flatnonzero(active)
-    cats = _item_categories(item_rows)
+    counts = item_counts(h, n, now_ts, half_life_days)
     lists = {
-        "popular": _ranked(act, item_rows[act, ITEM_POPULARITY]),
+        "popular": popular_list(active, counts.count),
         "new": _ranked(act, item_rows[act, ITEM_CREATED_DAYS], NEW_SIZE),
+        **trending_lists(active, _item_categories(item_rows), counts.trend),
     }
-
-    trend = np.bincount(h.item, weights=h.weight * _decay(h.ts, now_ts, half_life_days), minlength=n)
-    hot = act[trend[act] > 0]
-    lists["trending"] = _ranked(hot, trend[hot], TRENDING_SIZE)
-    hot = hot[cats[hot] >= 0]
-    by_cat = _ranked_per_group(cats[hot], hot, trend[hot], TRENDING_CATEGORY_SIZE)
 
     segment = user_segments(h, item_rows, now_ts, affinity_half_life_days)[h.user]
     sel = (segment >= 0) & active[h.item]
@@ -242,6 +302,5 @@ def item_lists(item_rows: np.ndarray, history: Interactions, now_ts: int,
 
     empty = np.empty(0, dtype=np.int32)
     for c in range(MAX_CATEGORIES):
-        lists[f"trending:{c}"] = by_cat.get(c, empty)
         lists[f"segment:{c}"] = by_segment.get(c, empty)
     return lists

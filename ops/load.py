@@ -11,7 +11,14 @@ catalog or the new one, never a mix:
 * ``item_rows``: :func:`ops.features.item_base_rows`;
 * ``users``: :func:`ops.features.user_values_from_history` for every user in the history;
 * ``lists``: :func:`ops.features.item_lists`;
-* ``state``: ``n_items``, ``categories`` (names by dense id), ``now_ts``.
+* ``item_stats``: the history's :func:`ops.features.item_counts` per item with
+  any interaction, referenced at ``now_ts`` (replacing the tenant's counters,
+  live ones included: the ingest worker adds to them from there);
+* ``lists`` also get "campaign:<id>" (the items of each sponsored campaign,
+  for frequency caps; ITEM_CAMPAIGN holds the id, state ``campaigns`` the names);
+* ``state``: ``n_items``, ``categories`` (names by dense id), ``now_ts``,
+  ``catalog_gen`` (bumped), and the scales the ingest worker's roll-up keeps
+  using until the next load: ``popularity_max_count``, ``skip_prior``.
 
 The history (item = store index) is saved to ``DataDir(data_dir).interactions(tenant)``;
 it is written to a temporary file first and moved into place after the commit.
@@ -40,10 +47,26 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm import tqdm
 
-from kernels.layout import CF_DIM, ITEM_ACTIVE, ITEM_CF, ITEM_WIDTH, USER_CF, USER_CONSENT, USER_HAS_CF
+from kernels.layout import (
+    CF_DIM,
+    ITEM_ACTIVE,
+    ITEM_CAMPAIGN,
+    ITEM_CF,
+    ITEM_WIDTH,
+    STAT_COUNT,
+    STAT_SKIPS,
+    STAT_T_REF,
+    STAT_TREND,
+    STAT_WEIGHT_SUM,
+    STAT_WIDTH,
+    USER_CF,
+    USER_CONSENT,
+    USER_HAS_CF,
+)
 from ops.catalog import FORMATS, Dataset, ParseError, normalize_maturity, read_dataset
-from ops.features import item_base_rows, item_lists, user_values_from_history
+from ops.features import item_base_rows, item_counts, item_lists, skip_prior, user_values_from_history
 from ops.interactions import Interactions
+from server.catalog import campaign_ids, campaign_lists
 from server.store import DataDir, LmdbStore, user_row_view
 
 _PROGRESS_EVERY = 1 << 14
@@ -127,17 +150,27 @@ def write_dataset(data_dir: str, tenant: str, dataset: Dataset, now_ts: int | No
             rows[index_of] = base
             history = Interactions(history.user_ids, history.user, index_of[history.item].astype(np.int32),
                                    history.ts, history.weight)
+            campaigns = list(store.get_state(txn, tenant, "campaigns", []) or [])
+            rows[index_of, ITEM_CAMPAIGN] = campaign_ids(catalog.campaigns, campaigns)
             values = user_values_from_history(history, rows, now_ts)
             lists = item_lists(rows, history, now_ts)
+            counts = item_counts(history, n_total, now_ts)
 
             store.put_item_rows(txn, tenant, rows)
+            store.bump_catalog_gen(txn, tenant)
             _put_item_meta(store, txn, tenant, catalog, index_of, progress)
+            _put_item_stats(store, txn, tenant, counts, now_ts)
             _put_users(store, txn, tenant, history.user_ids, values, progress)
+            lists.update(campaign_lists(rows[:, ITEM_CAMPAIGN], len(campaigns)))
             for name, indices in lists.items():
                 store.put_list(txn, tenant, name, indices)
+            store.set_state(txn, tenant, "campaigns", campaigns)
             store.set_state(txn, tenant, "n_items", n_total)
             store.set_state(txn, tenant, "categories", catalog.category_names)
             store.set_state(txn, tenant, "now_ts", now_ts)
+            # the scales live popularity and skip rate keep until the next load (ops.features)
+            store.set_state(txn, tenant, "popularity_max_count", float(counts.count.max()) if n_total else 0.0)
+            store.set_state(txn, tenant, "skip_prior", skip_prior(counts))
             history.save(tmp_path)
         os.replace(tmp_path, final_path)
     finally:
@@ -152,6 +185,20 @@ def write_dataset(data_dir: str, tenant: str, dataset: Dataset, now_ts: int | No
         users=history.n_users, interactions=len(history), impressions=dataset.impressions,
         categories=len(catalog.category_names), n_errors=dataset.n_errors, errors=dataset.errors,
         now_ts=now_ts, seconds=time.perf_counter() - started)
+
+
+def _put_item_stats(store: LmdbStore, txn, tenant: str, counts, now_ts: int) -> None:
+    """Replaces the tenant's item counters (db item_stats) with the history's, referenced
+    at ``now_ts``; the ingest worker adds live events to them."""
+    store.clear_item_stats(txn, tenant)
+    stats = np.zeros(STAT_WIDTH, dtype=np.float64)
+    for index in np.flatnonzero(counts.count).tolist():
+        stats[STAT_T_REF] = now_ts
+        stats[STAT_COUNT] = counts.count[index]
+        stats[STAT_WEIGHT_SUM] = counts.weight_sum[index]
+        stats[STAT_SKIPS] = counts.skips[index]
+        stats[STAT_TREND] = counts.trend[index]
+        store.put_item_stats(txn, tenant, index, stats)
 
 
 def _put_item_meta(store: LmdbStore, txn, tenant: str, catalog, index_of: np.ndarray, progress: bool) -> None:
@@ -172,6 +219,7 @@ def _put_item_meta(store: LmdbStore, txn, tenant: str, catalog, index_of: np.nda
                 "created_ts": created[pos],
                 "sponsored": sponsored[pos],
                 "editorial_boost": editorial[pos],
+                **({"campaign": catalog.campaigns[pos]} if catalog.campaigns[pos] else {}),
             })
             if pos % _PROGRESS_EVERY == _PROGRESS_EVERY - 1:
                 bar.update(_PROGRESS_EVERY)

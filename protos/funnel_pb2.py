@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13protos/funnel.proto\x12\tfunnel.v1\":\n\x0eRequestContext\x12\x0e\n\x06\x64\x65vice\x18\x01 \x01(\t\x12\x18\n\x10session_item_ids\x18\x02 \x03(\t\"\xa5\x01\n\x0b\x46\x65\x65\x64Request\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0f\n\x07surface\x18\x02 \x01(\t\x12\r\n\x05limit\x18\x03 \x01(\r\x12\x0e\n\x06\x63ursor\x18\x04 \x01(\t\x12*\n\x07\x63ontext\x18\x05 \x01(\x0b\x32\x19.funnel.v1.RequestContext\x12\x18\n\x10\x65xclude_item_ids\x18\x06 \x03(\t\x12\x0f\n\x07\x65xplain\x18\x07 \x01(\x08\"b\n\x0eRelatedRequest\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\r\n\x05limit\x18\x03 \x01(\r\x12\x0e\n\x06\x63ursor\x18\x04 \x01(\t\x12\x0f\n\x07surface\x18\x05 \x01(\t\"\xad\x01\n\x08\x46\x65\x65\x64Item\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\x12\x10\n\x08position\x18\x03 \x01(\r\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x0f\n\x07sources\x18\x05 \x03(\t\x12\x14\n\x0cis_sponsored\x18\x06 \x01(\x08\x12\r\n\x05title\x18\x07 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x08 \x01(\t\x12\x17\n\x0fmaturity_rating\x18\t \x01(\t\"\xff\x02\n\x0c\x46\x65\x65\x64Response\x12\"\n\x05items\x18\x01 \x03(\x0b\x32\x13.funnel.v1.FeedItem\x12\x1d\n\x04mode\x18\x02 \x01(\x0e\x32\x0f.funnel.v1.Mode\x12\x19\n\x11\x64\x65gradation_level\x18\x03 \x01(\r\x12\x12\n\nrequest_id\x18\x04 \x01(\t\x12\x15\n\rmodel_version\x18\x05 \x01(\t\x12\x1c\n\x14\x63\x61ndidates_retrieved\x18\x06 \x01(\r\x12\x19\n\x11\x63\x61ndidates_scored\x18\x07 \x01(\r\x12\x13\n\x0bnext_cursor\x18\x08 \x01(\t\x12\x16\n\x0eserver_time_us\x18\t \x01(\x04\x12\x37\n\x08\x66iltered\x18\n \x03(\x0b\x32%.funnel.v1.FeedResponse.FilteredEntry\x12\x16\n\x0esources_failed\x18\x0b \x03(\t\x1a/\n\rFilteredEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\r:\x02\x38\x01\"\x8d\x01\n\x0cSurfaceRules\x12\x18\n\x10max_per_category\x18\x01 \x01(\r\x12\x12\n\nmax_streak\x18\x02 \x01(\r\x12\x18\n\x10\x66reshness_weight\x18\x03 \x01(\x02\x12\x1b\n\x13sponsored_positions\x18\x04 \x03(\r\x12\x18\n\x10\x65\x64itorial_weight\x18\x05 \x01(\x02\"\xdf\x03\n\x06Tenant\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x17\n\x0fmaturity_policy\x18\x03 \x01(\t\x12\x1f\n\x17personalization_enabled\x18\x04 \x01(\x08\x12\x15\n\rdefault_limit\x18\x05 \x01(\r\x12\x11\n\tmax_limit\x18\x06 \x01(\r\x12\x19\n\x11latency_budget_ms\x18\x07 \x01(\r\x12\x18\n\x10\x62locked_item_ids\x18\x08 \x03(\t\x12\x1a\n\x12\x62locked_categories\x18\t \x03(\t\x12\x18\n\x10\x62oosted_item_ids\x18\n \x03(\t\x12\x31\n\x08surfaces\x18\x0b \x03(\x0b\x32\x1f.funnel.v1.Tenant.SurfacesEntry\x12\x19\n\x11linear_model_json\x18\x0c \x01(\t\x12\x0f\n\x07version\x18\r \x01(\x04\x12\x10\n\x08\x61pi_keys\x18\x0e \x03(\t\x12\x13\n\x0brotate_keys\x18\x0f \x01(\x08\x12\x15\n\rapi_key_count\x18\x10 \x01(\r\x1aH\n\rSurfacesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12&\n\x05value\x18\x02 \x01(\x0b\x32\x17.funnel.v1.SurfaceRules:\x02\x38\x01\"8\n\x13UpsertTenantRequest\x12!\n\x06tenant\x18\x01 \x01(\x0b\x32\x11.funnel.v1.Tenant\"%\n\x10GetTenantRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\"\xb8\x01\n\x04Item\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x0f\n\x07item_id\x18\x02 \x01(\t\x12\r\n\x05title\x18\x03 \x01(\t\x12\x12\n\ncategories\x18\x04 \x03(\t\x12\x17\n\x0fmaturity_rating\x18\x05 \x01(\t\x12\x14\n\x0c\x63reated_at_s\x18\x06 \x01(\x03\x12\x0e\n\x06\x61\x63tive\x18\x07 \x01(\x08\x12\x11\n\tsponsored\x18\x08 \x01(\x08\x12\x17\n\x0f\x65\x64itorial_boost\x18\t \x01(\x02\"H\n\x13UpsertItemsResponse\x12\x10\n\x08inserted\x18\x01 \x01(\r\x12\x0f\n\x07updated\x18\x02 \x01(\r\x12\x0e\n\x06\x65rrors\x18\x03 \x03(\t\"-\n\x07ItemRef\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x0f\n\x07item_id\x18\x02 \x01(\t\".\n\nItemChange\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63hanged\x18\x02 \x01(\x08\"-\n\x07UserRef\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\"4\n\x10\x43\x61tegoryAffinity\x12\x10\n\x08\x63\x61tegory\x18\x01 \x01(\t\x12\x0e\n\x06weight\x18\x02 \x01(\x02\"\xd7\x01\n\x05\x45vent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x0f\n\x07item_id\x18\x03 \x01(\t\x12\"\n\x04type\x18\x04 \x01(\x0e\x32\x14.funnel.v1.EventType\x12\x14\n\x0ctimestamp_ms\x18\x05 \x01(\x03\x12\x15\n\rwatch_time_ms\x18\x06 \x01(\x03\x12\x12\n\nrequest_id\x18\x07 \x01(\t\x12\x10\n\x08position\x18\x08 \x01(\r\x12\x0f\n\x07surface\x18\t \x01(\t\x12\x12\n\nsession_id\x18\n \x01(\t\"1\n\rIngestRequest\x12 \n\x06\x65vents\x18\x01 \x03(\x0b\x32\x10.funnel.v1.Event\".\n\rRejectedEvent\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0e\n\x06reason\x18\x02 \x01(\t\"s\n\x0eIngestResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\r\x12\x0f\n\x07spooled\x18\x02 \x01(\r\x12*\n\x08rejected\x18\x03 \x03(\x0b\x32\x18.funnel.v1.RejectedEvent\x12\x12\n\nduplicates\x18\x04 \x01(\r\"\xf1\x01\n\x0bUserSignals\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\r\n\x05known\x18\x02 \x01(\x08\x12\x10\n\x08\x61\x63tivity\x18\x03 \x01(\x02\x12\x11\n\tskip_rate\x18\x04 \x01(\x02\x12\x17\n\x0flast_active_day\x18\x05 \x01(\x03\x12\x1f\n\x17personalization_consent\x18\x06 \x01(\x08\x12\x15\n\rhas_embedding\x18\x07 \x01(\x08\x12\x33\n\x0etop_categories\x18\x08 \x03(\x0b\x32\x1b.funnel.v1.CategoryAffinity\x12\x17\n\x0frecent_item_ids\x18\t \x03(\t*F\n\x04Mode\x12\x14\n\x10MODE_UNSPECIFIED\x10\x00\x12\x15\n\x11MODE_PERSONALIZED\x10\x01\x12\x11\n\rMODE_FALLBACK\x10\x02*\x84\x01\n\tEventType\x12\x1a\n\x16\x45VENT_TYPE_UNSPECIFIED\x10\x00\x12\x0e\n\nIMPRESSION\x10\x01\x12\x08\n\x04VIEW\x10\x02\x12\t\n\x05\x43LICK\x10\x03\x12\x08\n\x04LIKE\x10\x04\x12\x08\n\x04SKIP\x10\x05\x12\t\n\x05SHARE\x10\x06\x12\x0c\n\x08PURCHASE\x10\x07\x12\t\n\x05\x44WELL\x10\x08\x32\x8b\x01\n\x0bRecommender\x12:\n\x07GetFeed\x12\x16.funnel.v1.FeedRequest\x1a\x17.funnel.v1.FeedResponse\x12@\n\nGetRelated\x12\x19.funnel.v1.RelatedRequest\x1a\x17.funnel.v1.FeedResponse2G\n\x06\x45vents\x12=\n\x06Ingest\x12\x18.funnel.v1.IngestRequest\x1a\x19.funnel.v1.IngestResponse2\xfd\x02\n\x05\x41\x64min\x12\x41\n\x0cUpsertTenant\x12\x1e.funnel.v1.UpsertTenantRequest\x1a\x11.funnel.v1.Tenant\x12;\n\tGetTenant\x12\x1b.funnel.v1.GetTenantRequest\x1a\x11.funnel.v1.Tenant\x12@\n\x0bUpsertItems\x12\x0f.funnel.v1.Item\x1a\x1e.funnel.v1.UpsertItemsResponse(\x01\x12;\n\x0e\x44\x65\x61\x63tivateItem\x12\x12.funnel.v1.ItemRef\x1a\x15.funnel.v1.ItemChange\x12\x37\n\nDeleteItem\x12\x12.funnel.v1.ItemRef\x1a\x15.funnel.v1.ItemChange\x12<\n\x0eGetUserSignals\x12\x12.funnel.v1.UserRef\x1a\x16.funnel.v1.UserSignalsb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13protos/funnel.proto\x12\tfunnel.v1\":\n\x0eRequestContext\x12\x0e\n\x06\x64\x65vice\x18\x01 \x01(\t\x12\x18\n\x10session_item_ids\x18\x02 \x03(\t\"\xa5\x01\n\x0b\x46\x65\x65\x64Request\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0f\n\x07surface\x18\x02 \x01(\t\x12\r\n\x05limit\x18\x03 \x01(\r\x12\x0e\n\x06\x63ursor\x18\x04 \x01(\t\x12*\n\x07\x63ontext\x18\x05 \x01(\x0b\x32\x19.funnel.v1.RequestContext\x12\x18\n\x10\x65xclude_item_ids\x18\x06 \x03(\t\x12\x0f\n\x07\x65xplain\x18\x07 \x01(\x08\"b\n\x0eRelatedRequest\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\r\n\x05limit\x18\x03 \x01(\r\x12\x0e\n\x06\x63ursor\x18\x04 \x01(\t\x12\x0f\n\x07surface\x18\x05 \x01(\t\"\xad\x01\n\x08\x46\x65\x65\x64Item\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\x12\x10\n\x08position\x18\x03 \x01(\r\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x0f\n\x07sources\x18\x05 \x03(\t\x12\x14\n\x0cis_sponsored\x18\x06 \x01(\x08\x12\r\n\x05title\x18\x07 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x08 \x01(\t\x12\x17\n\x0fmaturity_rating\x18\t \x01(\t\"\xff\x02\n\x0c\x46\x65\x65\x64Response\x12\"\n\x05items\x18\x01 \x03(\x0b\x32\x13.funnel.v1.FeedItem\x12\x1d\n\x04mode\x18\x02 \x01(\x0e\x32\x0f.funnel.v1.Mode\x12\x19\n\x11\x64\x65gradation_level\x18\x03 \x01(\r\x12\x12\n\nrequest_id\x18\x04 \x01(\t\x12\x15\n\rmodel_version\x18\x05 \x01(\t\x12\x1c\n\x14\x63\x61ndidates_retrieved\x18\x06 \x01(\r\x12\x19\n\x11\x63\x61ndidates_scored\x18\x07 \x01(\r\x12\x13\n\x0bnext_cursor\x18\x08 \x01(\t\x12\x16\n\x0eserver_time_us\x18\t \x01(\x04\x12\x37\n\x08\x66iltered\x18\n \x03(\x0b\x32%.funnel.v1.FeedResponse.FilteredEntry\x12\x16\n\x0esources_failed\x18\x0b \x03(\t\x1a/\n\rFilteredEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\r:\x02\x38\x01\"\xe0\x01\n\x0cSurfaceRules\x12\x18\n\x10max_per_category\x18\x01 \x01(\r\x12\x12\n\nmax_streak\x18\x02 \x01(\r\x12\x18\n\x10\x66reshness_weight\x18\x03 \x01(\x02\x12\x1b\n\x13sponsored_positions\x18\x04 \x03(\r\x12\x18\n\x10\x65\x64itorial_weight\x18\x05 \x01(\x02\x12\x15\n\rfrequency_cap\x18\x06 \x01(\r\x12\x1e\n\x16\x63\x61mpaign_frequency_cap\x18\x07 \x01(\r\x12\x1a\n\x12\x66requency_window_s\x18\x08 \x01(\r\"\xdf\x03\n\x06Tenant\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x17\n\x0fmaturity_policy\x18\x03 \x01(\t\x12\x1f\n\x17personalization_enabled\x18\x04 \x01(\x08\x12\x15\n\rdefault_limit\x18\x05 \x01(\r\x12\x11\n\tmax_limit\x18\x06 \x01(\r\x12\x19\n\x11latency_budget_ms\x18\x07 \x01(\r\x12\x18\n\x10\x62locked_item_ids\x18\x08 \x03(\t\x12\x1a\n\x12\x62locked_categories\x18\t \x03(\t\x12\x18\n\x10\x62oosted_item_ids\x18\n \x03(\t\x12\x31\n\x08surfaces\x18\x0b \x03(\x0b\x32\x1f.funnel.v1.Tenant.SurfacesEntry\x12\x19\n\x11linear_model_json\x18\x0c \x01(\t\x12\x0f\n\x07version\x18\r \x01(\x04\x12\x10\n\x08\x61pi_keys\x18\x0e \x03(\t\x12\x13\n\x0brotate_keys\x18\x0f \x01(\x08\x12\x15\n\rapi_key_count\x18\x10 \x01(\r\x1aH\n\rSurfacesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12&\n\x05value\x18\x02 \x01(\x0b\x32\x17.funnel.v1.SurfaceRules:\x02\x38\x01\"8\n\x13UpsertTenantRequest\x12!\n\x06tenant\x18\x01 \x01(\x0b\x32\x11.funnel.v1.Tenant\"%\n\x10GetTenantRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\"\xcd\x01\n\x04Item\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x0f\n\x07item_id\x18\x02 \x01(\t\x12\r\n\x05title\x18\x03 \x01(\t\x12\x12\n\ncategories\x18\x04 \x03(\t\x12\x17\n\x0fmaturity_rating\x18\x05 \x01(\t\x12\x14\n\x0c\x63reated_at_s\x18\x06 \x01(\x03\x12\x0e\n\x06\x61\x63tive\x18\x07 \x01(\x08\x12\x11\n\tsponsored\x18\x08 \x01(\x08\x12\x17\n\x0f\x65\x64itorial_boost\x18\t \x01(\x02\x12\x13\n\x0b\x63\x61mpaign_id\x18\n \x01(\t\"H\n\x13UpsertItemsResponse\x12\x10\n\x08inserted\x18\x01 \x01(\r\x12\x0f\n\x07updated\x18\x02 \x01(\r\x12\x0e\n\x06\x65rrors\x18\x03 \x03(\t\"-\n\x07ItemRef\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x0f\n\x07item_id\x18\x02 \x01(\t\".\n\nItemChange\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63hanged\x18\x02 \x01(\x08\"-\n\x07UserRef\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\"J\n\x0e\x43onsentRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x14\n\x0cpersonalized\x18\x03 \x01(\x08\"\x95\x01\n\x0bUserErasure\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x14\n\x0chad_features\x18\x02 \x01(\x08\x12\x15\n\revents_purged\x18\x03 \x01(\x04\x12\x16\n\x0eoutbox_removed\x18\x04 \x01(\r\x12\x1a\n\x12\x65rased_through_seq\x18\x05 \x01(\x04\x12\x14\n\x0c\x65rased_at_ms\x18\x06 \x01(\x03\"4\n\x10\x43\x61tegoryAffinity\x12\x10\n\x08\x63\x61tegory\x18\x01 \x01(\t\x12\x0e\n\x06weight\x18\x02 \x01(\x02\"\xd7\x01\n\x05\x45vent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x0f\n\x07item_id\x18\x03 \x01(\t\x12\"\n\x04type\x18\x04 \x01(\x0e\x32\x14.funnel.v1.EventType\x12\x14\n\x0ctimestamp_ms\x18\x05 \x01(\x03\x12\x15\n\rwatch_time_ms\x18\x06 \x01(\x03\x12\x12\n\nrequest_id\x18\x07 \x01(\t\x12\x10\n\x08position\x18\x08 \x01(\r\x12\x0f\n\x07surface\x18\t \x01(\t\x12\x12\n\nsession_id\x18\n \x01(\t\"1\n\rIngestRequest\x12 \n\x06\x65vents\x18\x01 \x03(\x0b\x32\x10.funnel.v1.Event\".\n\rRejectedEvent\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0e\n\x06reason\x18\x02 \x01(\t\"s\n\x0eIngestResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\r\x12\x0f\n\x07spooled\x18\x02 \x01(\r\x12*\n\x08rejected\x18\x03 \x03(\x0b\x32\x18.funnel.v1.RejectedEvent\x12\x12\n\nduplicates\x18\x04 \x01(\r\"\xf1\x01\n\x0bUserSignals\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\r\n\x05known\x18\x02 \x01(\x08\x12\x10\n\x08\x61\x63tivity\x18\x03 \x01(\x02\x12\x11\n\tskip_rate\x18\x04 \x01(\x02\x12\x17\n\x0flast_active_day\x18\x05 \x01(\x03\x12\x1f\n\x17personalization_consent\x18\x06 \x01(\x08\x12\x15\n\rhas_embedding\x18\x07 \x01(\x08\x12\x33\n\x0etop_categories\x18\x08 \x03(\x0b\x32\x1b.funnel.v1.CategoryAffinity\x12\x17\n\x0frecent_item_ids\x18\t \x03(\t*F\n\x04Mode\x12\x14\n\x10MODE_UNSPECIFIED\x10\x00\x12\x15\n\x11MODE_PERSONALIZED\x10\x01\x12\x11\n\rMODE_FALLBACK\x10\x02*\x84\x01\n\tEventType\x12\x1a\n\x16\x45VENT_TYPE_UNSPECIFIED\x10\x00\x12\x0e\n\nIMPRESSION\x10\x01\x12\x08\n\x04VIEW\x10\x02\x12\t\n\x05\x43LICK\x10\x03\x12\x08\n\x04LIKE\x10\x04\x12\x08\n\x04SKIP\x10\x05\x12\t\n\x05SHARE\x10\x06\x12\x0c\n\x08PURCHASE\x10\x07\x12\t\n\x05\x44WELL\x10\x08\x32\x8b\x01\n\x0bRecommender\x12:\n\x07GetFeed\x12\x16.funnel.v1.FeedRequest\x1a\x17.funnel.v1.FeedResponse\x12@\n\nGetRelated\x12\x19.funnel.v1.RelatedRequest\x1a\x17.funnel.v1.FeedResponse2G\n\x06\x45vents\x12=\n\x06Ingest\x12\x18.funnel.v1.IngestRequest\x1a\x19.funnel.v1.IngestResponse2\xf8\x03\n\x05\x41\x64min\x12\x41\n\x0cUpsertTenant\x12\x1e.funnel.v1.UpsertTenantRequest\x1a\x11.funnel.v1.Tenant\x12;\n\tGetTenant\x12\x1b.funnel.v1.GetTenantRequest\x1a\x11.funnel.v1.Tenant\x12@\n\x0bUpsertItems\x12\x0f.funnel.v1.Item\x1a\x1e.funnel.v1.UpsertItemsResponse(\x01\x12;\n\x0e\x44\x65\x61\x63tivateItem\x12\x12.funnel.v1.ItemRef\x1a\x15.funnel.v1.ItemChange\x12\x37\n\nDeleteItem\x12\x12.funnel.v1.ItemRef\x1a\x15.funnel.v1.ItemChange\x12<\n\x0eGetUserSignals\x12\x12.funnel.v1.UserRef\x1a\x16.funnel.v1.UserSignals\x12\x38\n\nDeleteUser\x12\x12.funnel.v1.UserRef\x1a\x16.funnel.v1.UserErasure\x12?\n\nSetConsent\x12\x19.funnel.v1.ConsentRequest\x1a\x16.funnel.v1.UserSignalsb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,10 +35,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_FEEDRESPONSE_FILTEREDENTRY']._serialized_options = b'8\001'
   _globals['_TENANT_SURFACESENTRY']._loaded_options = None
   _globals['_TENANT_SURFACESENTRY']._serialized_options = b'8\001'
-  _globals['_MODE']._serialized_start=2782
-  _globals['_MODE']._serialized_end=2852
-  _globals['_EVENTTYPE']._serialized_start=2855
-  _globals['_EVENTTYPE']._serialized_end=2987
+  _globals['_MODE']._serialized_start=3114
+  _globals['_MODE']._serialized_end=3184
+  _globals['_EVENTTYPE']._serialized_start=3187
+  _globals['_EVENTTYPE']._serialized_end=3319
   _globals['_REQUESTCONTEXT']._serialized_start=34
   _globals['_REQUESTCONTEXT']._serialized_end=92
   _globals['_FEEDREQUEST']._serialized_start=95
@@ -52,41 +52,45 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_FEEDRESPONSE_FILTEREDENTRY']._serialized_start=875
   _globals['_FEEDRESPONSE_FILTEREDENTRY']._serialized_end=922
   _globals['_SURFACERULES']._serialized_start=925
-  _globals['_SURFACERULES']._serialized_end=1066
-  _globals['_TENANT']._serialized_start=1069
-  _globals['_TENANT']._serialized_end=1548
-  _globals['_TENANT_SURFACESENTRY']._serialized_start=1476
-  _globals['_TENANT_SURFACESENTRY']._serialized_end=1548
-  _globals['_UPSERTTENANTREQUEST']._serialized_start=1550
-  _globals['_UPSERTTENANTREQUEST']._serialized_end=1606
-  _globals['_GETTENANTREQUEST']._serialized_start=1608
-  _globals['_GETTENANTREQUEST']._serialized_end=1645
-  _globals['_ITEM']._serialized_start=1648
-  _globals['_ITEM']._serialized_end=1832
-  _globals['_UPSERTITEMSRESPONSE']._serialized_start=1834
-  _globals['_UPSERTITEMSRESPONSE']._serialized_end=1906
-  _globals['_ITEMREF']._serialized_start=1908
-  _globals['_ITEMREF']._serialized_end=1953
-  _globals['_ITEMCHANGE']._serialized_start=1955
-  _globals['_ITEMCHANGE']._serialized_end=2001
-  _globals['_USERREF']._serialized_start=2003
-  _globals['_USERREF']._serialized_end=2048
-  _globals['_CATEGORYAFFINITY']._serialized_start=2050
-  _globals['_CATEGORYAFFINITY']._serialized_end=2102
-  _globals['_EVENT']._serialized_start=2105
-  _globals['_EVENT']._serialized_end=2320
-  _globals['_INGESTREQUEST']._serialized_start=2322
-  _globals['_INGESTREQUEST']._serialized_end=2371
-  _globals['_REJECTEDEVENT']._serialized_start=2373
-  _globals['_REJECTEDEVENT']._serialized_end=2419
-  _globals['_INGESTRESPONSE']._serialized_start=2421
-  _globals['_INGESTRESPONSE']._serialized_end=2536
-  _globals['_USERSIGNALS']._serialized_start=2539
-  _globals['_USERSIGNALS']._serialized_end=2780
-  _globals['_RECOMMENDER']._serialized_start=2990
-  _globals['_RECOMMENDER']._serialized_end=3129
-  _globals['_EVENTS']._serialized_start=3131
-  _globals['_EVENTS']._serialized_end=3202
-  _globals['_ADMIN']._serialized_start=3205
-  _globals['_ADMIN']._serialized_end=3586
+  _globals['_SURFACERULES']._serialized_end=1149
+  _globals['_TENANT']._serialized_start=1152
+  _globals['_TENANT']._serialized_end=1631
+  _globals['_TENANT_SURFACESENTRY']._serialized_start=1559
+  _globals['_TENANT_SURFACESENTRY']._serialized_end=1631
+  _globals['_UPSERTTENANTREQUEST']._serialized_start=1633
+  _globals['_UPSERTTENANTREQUEST']._serialized_end=1689
+  _globals['_GETTENANTREQUEST']._serialized_start=1691
+  _globals['_GETTENANTREQUEST']._serialized_end=1728
+  _globals['_ITEM']._serialized_start=1731
+  _globals['_ITEM']._serialized_end=1936
+  _globals['_UPSERTITEMSRESPONSE']._serialized_start=1938
+  _globals['_UPSERTITEMSRESPONSE']._serialized_end=2010
+  _globals['_ITEMREF']._serialized_start=2012
+  _globals['_ITEMREF']._serialized_end=2057
+  _globals['_ITEMCHANGE']._serialized_start=2059
+  _globals['_ITEMCHANGE']._serialized_end=2105
+  _globals['_USERREF']._serialized_start=2107
+  _globals['_USERREF']._serialized_end=2152
+  _globals['_CONSENTREQUEST']._serialized_start=2154
+  _globals['_CONSENTREQUEST']._serialized_end=2228
+  _globals['_USERERASURE']._serialized_start=2231
+  _globals['_USERERASURE']._serialized_end=2380
+  _globals['_CATEGORYAFFINITY']._serialized_start=2382
+  _globals['_CATEGORYAFFINITY']._serialized_end=2434
+  _globals['_EVENT']._serialized_start=2437
+  _globals['_EVENT']._serialized_end=2652
+  _globals['_INGESTREQUEST']._serialized_start=2654
+  _globals['_INGESTREQUEST']._serialized_end=2703
+  _globals['_REJECTEDEVENT']._serialized_start=2705
+  _globals['_REJECTEDEVENT']._serialized_end=2751
+  _globals['_INGESTRESPONSE']._serialized_start=2753
+  _globals['_INGESTRESPONSE']._serialized_end=2868
+  _globals['_USERSIGNALS']._serialized_start=2871
+  _globals['_USERSIGNALS']._serialized_end=3112
+  _globals['_RECOMMENDER']._serialized_start=3322
+  _globals['_RECOMMENDER']._serialized_end=3461
+  _globals['_EVENTS']._serialized_start=3463
+  _globals['_EVENTS']._serialized_end=3534
+  _globals['_ADMIN']._serialized_start=3537
+  _globals['_ADMIN']._serialized_end=4041
 # @@protoc_insertion_point(module_scope)

@@ -133,18 +133,24 @@ class FeedResponse(_message.Message):
     def __init__(self, items: _Optional[_Iterable[_Union[FeedItem, _Mapping]]] = ..., mode: _Optional[_Union[Mode, str]] = ..., degradation_level: _Optional[int] = ..., request_id: _Optional[str] = ..., model_version: _Optional[str] = ..., candidates_retrieved: _Optional[int] = ..., candidates_scored: _Optional[int] = ..., next_cursor: _Optional[str] = ..., server_time_us: _Optional[int] = ..., filtered: _Optional[_Mapping[str, int]] = ..., sources_failed: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class SurfaceRules(_message.Message):
-    __slots__ = ("max_per_category", "max_streak", "freshness_weight", "sponsored_positions", "editorial_weight")
+    __slots__ = ("max_per_category", "max_streak", "freshness_weight", "sponsored_positions", "editorial_weight", "frequency_cap", "campaign_frequency_cap", "frequency_window_s")
     MAX_PER_CATEGORY_FIELD_NUMBER: _ClassVar[int]
     MAX_STREAK_FIELD_NUMBER: _ClassVar[int]
     FRESHNESS_WEIGHT_FIELD_NUMBER: _ClassVar[int]
     SPONSORED_POSITIONS_FIELD_NUMBER: _ClassVar[int]
     EDITORIAL_WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    FREQUENCY_CAP_FIELD_NUMBER: _ClassVar[int]
+    CAMPAIGN_FREQUENCY_CAP_FIELD_NUMBER: _ClassVar[int]
+    FREQUENCY_WINDOW_S_FIELD_NUMBER: _ClassVar[int]
     max_per_category: int
     max_streak: int
     freshness_weight: float
     sponsored_positions: _containers.RepeatedScalarFieldContainer[int]
     editorial_weight: float
-    def __init__(self, max_per_category: _Optional[int] = ..., max_streak: _Optional[int] = ..., freshness_weight: _Optional[float] = ..., sponsored_positions: _Optional[_Iterable[int]] = ..., editorial_weight: _Optional[float] = ...) -> None: ...
+    frequency_cap: int
+    campaign_frequency_cap: int
+    frequency_window_s: int
+    def __init__(self, max_per_category: _Optional[int] = ..., max_streak: _Optional[int] = ..., freshness_weight: _Optional[float] = ..., sponsored_positions: _Optional[_Iterable[int]] = ..., editorial_weight: _Optional[float] = ..., frequency_cap: _Optional[int] = ..., campaign_frequency_cap: _Optional[int] = ..., frequency_window_s: _Optional[int] = ...) -> None: ...
 
 class Tenant(_message.Message):
     __slots__ = ("tenant_id", "name", "maturity_policy", "personalization_enabled", "default_limit", "max_limit", "latency_budget_ms", "blocked_item_ids", "blocked_categories", "boosted_item_ids", "surfaces", "linear_model_json", "version", "api_keys", "rotate_keys", "api_key_count")
@@ -202,7 +208,7 @@ class GetTenantRequest(_message.Message):
     def __init__(self, tenant_id: _Optional[str] = ...) -> None: ...
 
 class Item(_message.Message):
-    __slots__ = ("tenant_id", "item_id", "title", "categories", "maturity_rating", "created_at_s", "active", "sponsored", "editorial_boost")
+    __slots__ = ("tenant_id", "item_id", "title", "categories", "maturity_rating", "created_at_s", "active", "sponsored", "editorial_boost", "campaign_id")
     TENANT_ID_FIELD_NUMBER: _ClassVar[int]
     ITEM_ID_FIELD_NUMBER: _ClassVar[int]
     TITLE_FIELD_NUMBER: _ClassVar[int]
@@ -212,6 +218,7 @@ class Item(_message.Message):
     ACTIVE_FIELD_NUMBER: _ClassVar[int]
     SPONSORED_FIELD_NUMBER: _ClassVar[int]
     EDITORIAL_BOOST_FIELD_NUMBER: _ClassVar[int]
+    CAMPAIGN_ID_FIELD_NUMBER: _ClassVar[int]
     tenant_id: str
     item_id: str
     title: str
@@ -221,7 +228,8 @@ class Item(_message.Message):
     active: bool
     sponsored: bool
     editorial_boost: float
-    def __init__(self, tenant_id: _Optional[str] = ..., item_id: _Optional[str] = ..., title: _Optional[str] = ..., categories: _Optional[_Iterable[str]] = ..., maturity_rating: _Optional[str] = ..., created_at_s: _Optional[int] = ..., active: _Optional[bool] = ..., sponsored: _Optional[bool] = ..., editorial_boost: _Optional[float] = ...) -> None: ...
+    campaign_id: str
+    def __init__(self, tenant_id: _Optional[str] = ..., item_id: _Optional[str] = ..., title: _Optional[str] = ..., categories: _Optional[_Iterable[str]] = ..., maturity_rating: _Optional[str] = ..., created_at_s: _Optional[int] = ..., active: _Optional[bool] = ..., sponsored: _Optional[bool] = ..., editorial_boost: _Optional[float] = ..., campaign_id: _Optional[str] = ...) -> None: ...
 
 class UpsertItemsResponse(_message.Message):
     __slots__ = ("inserted", "updated", "errors")
@@ -256,6 +264,32 @@ class UserRef(_message.Message):
     tenant_id: str
     user_id: str
     def __init__(self, tenant_id: _Optional[str] = ..., user_id: _Optional[str] = ...) -> None: ...
+
+class ConsentRequest(_message.Message):
+    __slots__ = ("tenant_id", "user_id", "personalized")
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    PERSONALIZED_FIELD_NUMBER: _ClassVar[int]
+    tenant_id: str
+    user_id: str
+    personalized: bool
+    def __init__(self, tenant_id: _Optional[str] = ..., user_id: _Optional[str] = ..., personalized: _Optional[bool] = ...) -> None: ...
+
+class UserErasure(_message.Message):
+    __slots__ = ("user_id", "had_features", "events_purged", "outbox_removed", "erased_through_seq", "erased_at_ms")
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    HAD_FEATURES_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_PURGED_FIELD_NUMBER: _ClassVar[int]
+    OUTBOX_REMOVED_FIELD_NUMBER: _ClassVar[int]
+    ERASED_THROUGH_SEQ_FIELD_NUMBER: _ClassVar[int]
+    ERASED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    user_id: str
+    had_features: bool
+    events_purged: int
+    outbox_removed: int
+    erased_through_seq: int
+    erased_at_ms: int
+    def __init__(self, user_id: _Optional[str] = ..., had_features: _Optional[bool] = ..., events_purged: _Optional[int] = ..., outbox_removed: _Optional[int] = ..., erased_through_seq: _Optional[int] = ..., erased_at_ms: _Optional[int] = ...) -> None: ...
 
 class CategoryAffinity(_message.Message):
     __slots__ = ("category", "weight")

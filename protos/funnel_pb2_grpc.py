@@ -260,6 +260,16 @@ class AdminStub:
                 request_serializer=protos_dot_funnel__pb2.UserRef.SerializeToString,
                 response_deserializer=protos_dot_funnel__pb2.UserSignals.FromString,
                 _registered_method=True)
+        self.DeleteUser = channel.unary_unary(
+                '/funnel.v1.Admin/DeleteUser',
+                request_serializer=protos_dot_funnel__pb2.UserRef.SerializeToString,
+                response_deserializer=protos_dot_funnel__pb2.UserErasure.FromString,
+                _registered_method=True)
+        self.SetConsent = channel.unary_unary(
+                '/funnel.v1.Admin/SetConsent',
+                request_serializer=protos_dot_funnel__pb2.ConsentRequest.SerializeToString,
+                response_deserializer=protos_dot_funnel__pb2.UserSignals.FromString,
+                _registered_method=True)
 
 
 class AdminServicer:
@@ -302,6 +312,25 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DeleteUser(self, request, context):
+        """Erasure (GDPR): the user's events leave the event stream and this node's outbox,
+        their features and cached rankings go, and no event of theirs from before the
+        erasure is ever applied; the next request treats them as a new user.
+        UNAVAILABLE while NATS is unreachable (nothing erased: retry); FAILED_PRECONDITION
+        when the server runs without NATS.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetConsent(self, request, context):
+        """Personalisation consent. Opting out drops the user's features at once and keeps
+        their later events out of the store; opting in lets new events count again.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -333,6 +362,16 @@ def add_AdminServicer_to_server(servicer, server):
             'GetUserSignals': grpc.unary_unary_rpc_method_handler(
                     servicer.GetUserSignals,
                     request_deserializer=protos_dot_funnel__pb2.UserRef.FromString,
+                    response_serializer=protos_dot_funnel__pb2.UserSignals.SerializeToString,
+            ),
+            'DeleteUser': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteUser,
+                    request_deserializer=protos_dot_funnel__pb2.UserRef.FromString,
+                    response_serializer=protos_dot_funnel__pb2.UserErasure.SerializeToString,
+            ),
+            'SetConsent': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetConsent,
+                    request_deserializer=protos_dot_funnel__pb2.ConsentRequest.FromString,
                     response_serializer=protos_dot_funnel__pb2.UserSignals.SerializeToString,
             ),
     }
@@ -497,6 +536,60 @@ class Admin:
             target,
             '/funnel.v1.Admin/GetUserSignals',
             protos_dot_funnel__pb2.UserRef.SerializeToString,
+            protos_dot_funnel__pb2.UserSignals.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteUser(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/funnel.v1.Admin/DeleteUser',
+            protos_dot_funnel__pb2.UserRef.SerializeToString,
+            protos_dot_funnel__pb2.UserErasure.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetConsent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/funnel.v1.Admin/SetConsent',
+            protos_dot_funnel__pb2.ConsentRequest.SerializeToString,
             protos_dot_funnel__pb2.UserSignals.FromString,
             options,
             channel_credentials,

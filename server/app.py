@@ -116,8 +116,8 @@ class ServingApp:
 
     def item_meta(self, snap, tenant_id: str, index: int) -> dict:
         """Display metadata of an item, cached per process until the next catalog write
-        (items_gen); parsing JSON for every item of every response costs ~10 us each."""
-        gen = snap.items_gen(tenant_id)
+        (catalog_gen); parsing JSON for every item of every response costs ~10 us each."""
+        gen = snap.catalog_gen(tenant_id)
         key = (tenant_id, index)
         hit = self._item_meta.get(key)
         if hit is not None and hit[0] == gen:
@@ -180,8 +180,9 @@ async def serve_async(settings: ServeSettings, worker_index: int = 0, ready=None
         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
     ])
     funnel_pb2_grpc.add_RecommenderServicer_to_server(RecommenderServicer(app), server)
-    funnel_pb2_grpc.add_AdminServicer_to_server(AdminServicer(app), server)
     events = EventsServicer(app, forward=worker_index == 0)  # one outbox forwarder per serve
+    # DeleteUser purges the user's events through this process's NATS connection
+    funnel_pb2_grpc.add_AdminServicer_to_server(AdminServicer(app, events.publisher), server)
     funnel_pb2_grpc.add_EventsServicer_to_server(events, server)
     health_servicer = health.aio.HealthServicer()
     health_names = ("", "funnel.v1.Recommender", "funnel.v1.Events")

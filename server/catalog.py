@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from kernels.layout import (
+    ITEM_CAMPAIGN,
     ITEM_ACTIVE,
     ITEM_CATEGORY,
     ITEM_CREATED_DAYS,
@@ -33,6 +34,7 @@ from server.store.lmdb_store import LmdbStore, tkey
 
 MAX_ID_LEN = 256
 MAX_TITLE_LEN = 1000
+MAX_CAMPAIGN_LEN = 256
 NEW_LIST_SIZE = 1000
 
 
@@ -66,6 +68,30 @@ def category_ids(names: list[str], categories: list[str]) -> list[int]:
     return ids
 
 
+def campaign_ids(names, campaigns: list[str]) -> np.ndarray:
+    """Dense campaign ids (1-based; 0 = no campaign, the empty name) for campaign names,
+    appending new names to ``campaigns`` (in place; state "campaigns" keeps them)."""
+    known = {name: k + 1 for k, name in enumerate(campaigns)}
+    out = np.zeros(len(names), dtype=np.int64)
+    for pos, name in enumerate(names):
+        if name:
+            cid = known.get(name)
+            if cid is None:
+                campaigns.append(name)
+                cid = known[name] = len(campaigns)
+            out[pos] = cid
+    return out
+
+
+def campaign_lists(campaign_column: np.ndarray, n_campaigns: int) -> dict[str, np.ndarray]:
+    """"campaign:<id>" -> int32 item indices with that ITEM_CAMPAIGN, for every id 1..n_campaigns
+    (empty lists included, so writing them all replaces stale ones)."""
+    ids = campaign_column.astype(np.int64)
+    order = np.argsort(ids, kind="stable")
+    bounds = np.searchsorted(ids[order], np.arange(1, n_campaigns + 2))
+    return {f"campaign:{c}": order[bounds[c - 1]:bounds[c]].astype(np.int32) for c in range(1, n_campaigns + 1)}
+
+
 @dataclass
 class ValidItem:
     tenant_id: str
@@ -78,6 +104,7 @@ class ValidItem:
     active: bool
     sponsored: bool
     editorial: float
+    campaign: str = ""
 
 
 class CatalogWriter:
@@ -95,10 +122,12 @@ class CatalogWriter:
             raise ItemError("editorial_boost: must be within 0..1")
         if item.created_at_s < 0 or item.created_at_s > time.time() + 366 * 86400:
             raise ItemError("created_at_s: must be a Unix time in seconds, not in the far future")
+        if len(item.campaign_id) > MAX_CAMPAIGN_LEN:
+            raise ItemError(f"campaign_id: longer than {MAX_CAMPAIGN_LEN} characters")
         code, name = maturity_code(item.maturity_rating)
         return ValidItem(item.tenant_id, item.item_id, item.title, [c for c in item.categories if c] or ["other"],
                          code, name, item.created_at_s or int(time.time()), item.active, item.sponsored,
-                         item.editorial_boost)
+                         item.editorial_boost, item.campaign_id.strip())
 
     def upsert(self, items: list[ValidItem]) -> tuple[int, int]:
         inserted = updated = 0
@@ -115,6 +144,8 @@ class CatalogWriter:
         store = self.store
         n_items = int(store.get_state(txn, tenant, "n_items", 0))
         categories = list(store.get_state(txn, tenant, "categories", []) or [])
+        campaigns = list(store.get_state(txn, tenant, "campaigns", []) or [])
+        campaign_moves: dict[int, set[int]] = {}  # campaign id -> indices that left (negative) or joined
         touched: dict[int, np.ndarray] = {}
         new_indices: list[int] = []
         for item in items:
@@ -133,14 +164,23 @@ class CatalogWriter:
             row[ITEM_CREATED_DAYS] = item.created_ts / 86400.0
             row[ITEM_EDITORIAL] = item.editorial
             row[ITEM_SPONSORED] = 1.0 if item.sponsored else 0.0
+            old_cid, new_cid = int(row[ITEM_CAMPAIGN]), int(campaign_ids([item.campaign], campaigns)[0])
+            if old_cid != new_cid:
+                if old_cid:
+                    campaign_moves.setdefault(old_cid, set()).add(-index - 1)
+                if new_cid:
+                    campaign_moves.setdefault(new_cid, set()).add(index)
+                row[ITEM_CAMPAIGN] = new_cid
             category_ids(item.categories[1:], categories)
             store.put_item_meta(txn, tenant, index, item.item_id, {
                 "title": item.title, "category": categories[int(row[ITEM_CATEGORY])],
                 "categories": item.categories, "maturity_rating": item.maturity_name,
-                "created_ts": item.created_ts, "sponsored": item.sponsored, "editorial_boost": item.editorial})
+                "created_ts": item.created_ts, "sponsored": item.sponsored, "editorial_boost": item.editorial,
+                **({"campaign": item.campaign} if item.campaign else {})})
         order = np.array(sorted(touched), dtype=np.int64)
         rows = np.stack([touched[int(i)] for i in order])
         store.put_rows_at(txn, tenant, order, rows)
+        store.bump_catalog_gen(txn, tenant)
         store.set_state(txn, tenant, "n_items", n_items + len(new_indices))
         store.set_state(txn, tenant, "categories", categories)
         lists = self.store.db["lists"]
@@ -158,6 +198,12 @@ class CatalogWriter:
         for index, row in touched.items():
             (sponsored.add if row[ITEM_SPONSORED] == 1.0 else sponsored.discard)(int(index))
         store.put_list(txn, tenant, "sponsored", np.array(sorted(sponsored), dtype=np.int32))
+        for cid, moves in campaign_moves.items():
+            members = set(current(f"campaign:{cid}").tolist())
+            members -= {-m - 1 for m in moves if m < 0}
+            members |= {m for m in moves if m >= 0}
+            store.put_list(txn, tenant, f"campaign:{cid}", np.array(sorted(members), dtype=np.int32))
+        store.set_state(txn, tenant, "campaigns", campaigns)
         return len(new_indices), len(touched) - len(new_indices)
 
     def deactivate(self, tenant: str, item_id: str, delete: bool = False) -> bool | None:
@@ -173,4 +219,6 @@ class CatalogWriter:
             if delete:
                 txn.delete(tkey(tenant, item_id), db=self.store.db["catalog"])
                 changed = True
+            if changed:
+                self.store.bump_catalog_gen(txn, tenant)
             return changed

@@ -103,7 +103,10 @@ def cmd_serve(args) -> int:
 def cmd_ingest(args) -> int:
     from server.events.worker import run_ingest
 
-    run_ingest(args.data_dir, args.nats, args.metrics_port, args.metrics_host, batch=args.batch)
+    if not args.rollup_interval > 0:
+        raise SystemExit("--rollup-interval must be positive")
+    run_ingest(args.data_dir, args.nats, args.metrics_port, args.metrics_host, batch=args.batch,
+               rollup_s=args.rollup_interval)
     return 0
 
 
@@ -244,6 +247,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics-port", type=int, default=0, help="Prometheus /metrics port (default off)")
     p.add_argument("--metrics-host", default="127.0.0.1", help="address of the metrics endpoint")
     p.add_argument("--batch", type=int, default=500, help="most events applied per LMDB transaction")
+    p.add_argument("--rollup-interval", type=float, default=1.0, metavar="SECONDS",
+                   help="how often item counters that changed are rolled up into item popularity, quality, "
+                        "skip rate and the trending/popular lists (default %(default)s)")
     p.set_defaults(fn=cmd_ingest)
 
     p = sub.add_parser("feed", help="call GetFeed (or GetRelated) and print the answer")

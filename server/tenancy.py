@@ -16,7 +16,7 @@ import secrets
 import time
 from dataclasses import asdict, dataclass, field, fields
 
-from kernels.layout import MATURITY_CODES
+from kernels.layout import IMPRESSION_CAP, MATURITY_CODES
 
 TENANT_ID_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 DEFAULT_SURFACE = "*"
@@ -33,6 +33,11 @@ class SurfaceRules:
     freshness_weight: float = 0.0
     sponsored_positions: tuple[int, ...] = ()
     editorial_weight: float = 1.0
+    # frequency caps: at most this many impressions of one item (per sponsored campaign:
+    # of the campaign's items) per user within the window; 0 = no cap
+    frequency_cap: int = 0
+    campaign_frequency_cap: int = 0
+    frequency_window_s: int = 86400
 
     def validate(self, where: str) -> None:
         if self.max_per_category < 0 or self.max_streak < 0:
@@ -44,6 +49,11 @@ class SurfaceRules:
         if len(set(self.sponsored_positions)) != len(self.sponsored_positions) or any(
                 p < 0 or p > 1000 for p in self.sponsored_positions):
             raise ConfigError(f"{where}.sponsored_positions: must be distinct positions within 0..1000")
+        if not (0 <= self.frequency_cap <= IMPRESSION_CAP and 0 <= self.campaign_frequency_cap <= IMPRESSION_CAP):
+            raise ConfigError(f"{where}: frequency_cap and campaign_frequency_cap must be within 0..{IMPRESSION_CAP} "
+                              "(impressions remembered per user)")
+        if not (60 <= self.frequency_window_s <= 90 * 86400):
+            raise ConfigError(f"{where}.frequency_window_s: must be within 60..7776000 (90 days)")
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,9 @@
    ``model:rank``. Serving never sees embeddings from one run with indexes or
    models from another.
 
-If the tenant's items change while training runs (``items_gen`` moved, e.g. by
-a reload), the switch is refused with RuntimeError and nothing is published
+If the tenant's catalog changes while training runs (``catalog_gen`` moved, e.g.
+by a reload or an item upsert; the ingest worker's counter roll-ups do not count),
+the switch is refused with RuntimeError and nothing is published
 (the new index files stay behind, unreferenced); train again.
 """
 
@@ -139,7 +140,7 @@ def train_tenant(data_dir: str, tenant: str, seed: int = 0, progress: bool = Tru
             n_items = int(store.get_state(txn, tenant, "n_items", 0))
             if n_items == 0:
                 raise ValueError(f"tenant {tenant!r} has no catalog; run funnel load first")
-            items_gen = store.get_state(txn, tenant, "items_gen", 0)
+            catalog_gen = store.get_state(txn, tenant, "catalog_gen", 0)
             half_life = float(store.get_state(txn, tenant, "recency_half_life_days", DEFAULT_RECENCY_HALF_LIFE_DAYS))
             catalog = catalog_from_store(store, txn, tenant, store.read_item_rows(txn, tenant, n_items))
         history = Interactions.load(data.interactions(tenant))
@@ -188,7 +189,7 @@ def train_tenant(data_dir: str, tenant: str, seed: int = 0, progress: bool = Tru
         in_history = np.bincount(history.user, minlength=history.n_users) > 0
         row_of = {uid: u for u, uid in enumerate(history.user_ids.tolist()) if in_history[u]}
         with store.write() as txn:
-            if store.get_state(txn, tenant, "items_gen", 0) != items_gen:
+            if store.get_state(txn, tenant, "catalog_gen", 0) != catalog_gen:
                 raise RuntimeError(f"tenant {tenant!r}: items changed while training; nothing published, train again")
             rows = store.read_item_rows(txn, tenant, n_items)
             rows[:, ITEM_CF:ITEM_CF + CF_DIM] = item_factors

@@ -8,4 +8,6 @@ the events go to the local durable outbox in LMDB (:mod:`.outbox`) and a
 forwarder publishes them when NATS is back. The ingest worker (:mod:`.worker`,
 its own process) applies the stream to the users db, exactly once per stream
 sequence. :mod:`.services` runs NATS and the worker beside ``funnel serve``.
+:mod:`.erasure` erases a user (``Admin.DeleteUser``: stream purge, row, outbox,
+tombstone the worker honours) and clears an opted-out user (``Admin.SetConsent``).
 """

@@ -3,8 +3,9 @@
 Stream ``FUNNEL_EVENTS`` takes subjects ``funnel.events.>``, file storage, a
 10-minute duplicate window (a repeated ``Nats-Msg-Id`` within it is stored
 once). One event's subject is ``funnel.events.<tenant>.<user_hash>`` with
-``user_hash`` = the first 8 hex digits of sha1(user_id), so one user's events
-can be purged by subject. Tenant ids (``server.tenancy.TENANT_ID_RE``) are
+``user_hash`` = the first 16 hex digits (64 bits) of sha256(user_id), so one
+user's events can be purged by subject (Admin.DeleteUser) without, in practice,
+touching another user's: a collision needs ~4 billion users for even odds. Tenant ids (``server.tenancy.TENANT_ID_RE``) are
 valid subject tokens.
 
 :class:`EmbeddedNats` runs ``nats-server -js -a HOST -p PORT -sd DIR`` (the
@@ -35,7 +36,7 @@ _STREAM_EXISTS = 10058  # JetStream API error code: stream name already in use
 
 
 def subject_for(tenant: str, user_id: str) -> str:
-    return f"{SUBJECT_PREFIX}.{tenant}.{hashlib.sha1(user_id.encode()).hexdigest()[:8]}"
+    return f"{SUBJECT_PREFIX}.{tenant}.{hashlib.sha256(user_id.encode()).hexdigest()[:16]}"
 
 
 def tenant_of(subject: str) -> str:

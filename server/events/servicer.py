@@ -17,7 +17,7 @@ import grpc
 from protos import funnel_pb2, funnel_pb2_grpc
 from server.events.outbox import Forwarder, Outbox
 from server.events.publisher import EventPublisher
-from server.events.validate import MAX_BATCH, to_message, validate_event
+from server.events.validate import MAX_BATCH, event_message
 from server.servicers.common import RpcAbort, authenticate_tenant, rpc
 
 
@@ -54,11 +54,11 @@ class EventsServicer(funnel_pb2_grpc.EventsServicer):
         now_ms = int(time.time() * 1000)
         messages, response = [], funnel_pb2.IngestResponse()
         for index, event in enumerate(request.events):
-            checked = validate_event(tenant_id, event, now_ms)
+            checked = event_message(tenant_id, event, now_ms)
             if isinstance(checked, str):
                 response.rejected.append(funnel_pb2.RejectedEvent(index=index, reason=checked))
             else:
-                messages.append(to_message(tenant_id, checked))
+                messages.append(checked)
         accepted, duplicates, spooled = await self.publisher.publish(messages)
         response.accepted, response.duplicates, response.spooled = accepted, duplicates, spooled
         self.app.metrics.observe_ingest(tenant_id, accepted, duplicates, spooled, len(response.rejected))

@@ -11,11 +11,17 @@ the consumer to start at stored sequence + 1, so delivery is always in stream
 order and nothing is waited for (ack_wait) or skipped. The stored position is
 tied to the stream's creation time; a recreated stream is applied from its start.
 
-Per applied event (user value created with ``empty_user_value`` if missing):
+Per event: an event of an erased user that the user's tombstone covers
+(server.events.erasure), an item unknown to the tenant's catalog, or a user whose
+USER_CONSENT is not 1, skips it (counted; nothing of it is stored). Otherwise
+the item's counters (db ``item_stats``) take it (server.events.rollup:
+exact count, weight sum and skips, trending weight and per-type counts decayed
+with the trending half-life), and a :class:`server.events.rollup.RollUp`
+every ``rollup_s`` turns the counters that changed into item rows and the
+trending/popular lists. Impressions stop there (no user row is created for
+them). For the other types (user value created with ``empty_user_value`` if
+missing):
 
-* impressions change nothing yet (counted; frequency caps are future work);
-* an item unknown to the tenant's catalog, or a user whose USER_CONSENT is not
-  1, skips the event (counted);
 * weight = ``ops.catalog.EVENT_WEIGHTS`` by type, dwell = min(watch s / 60, 1);
   a weight below 0.5 is a skip, as offline (``ops.features``);
 * USER_EVENT_COUNT / USER_SKIP_COUNT += 1 / skip (exact; on a row built
@@ -39,7 +45,7 @@ import math
 import os
 import signal
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 
@@ -50,6 +56,7 @@ from kernels.layout import (
     ITEM_WIDTH,
     MAX_CATEGORIES,
     SEEN_CAP,
+    STAT_WIDTH,
     USER_ACTIVITY,
     USER_AFFINITY,
     USER_CONSENT,
@@ -60,10 +67,20 @@ from kernels.layout import (
     USER_WIDTH,
 )
 from ops.catalog import DWELL_FULL_SECONDS, EVENT_WEIGHTS
-from ops.features import AFFINITY_HALF_LIFE_DAYS, DAY_SECONDS, SKIP_BELOW
+from ops.features import AFFINITY_HALF_LIFE_DAYS, DAY_SECONDS, SKIP_BELOW, TRENDING_HALF_LIFE_DAYS
 from protos import funnel_pb2
+from server.events.erasure import erased_event
 from server.events.nats_server import STREAM, SUBJECT_PREFIX, ensure_stream, tenant_of
-from server.store import LmdbStore, empty_user_value, push_seen, user_recent_items, user_row_view
+from server.events.rollup import ItemCounters, RollUp, update_item_stats
+from server.store import (
+    LmdbStore,
+    empty_impressions,
+    empty_user_value,
+    push_impression,
+    push_seen,
+    user_recent_items,
+    user_row_view,
+)
 from server.store.lmdb_store import idx_key
 
 log = logging.getLogger("funnel.ingest")
@@ -71,6 +88,7 @@ log = logging.getLogger("funnel.ingest")
 DURABLE = "funnel-ingest"
 PROGRESS_KEY = b"events"
 FETCH_MAX = 500
+LAG_POLL_S = 2.0  # how often the consumer lag gauge asks JetStream
 LOCKED_EXIT = 3  # process exit status: another worker owns this data directory
 LAG_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0, 600.0)
 _WEIGHTS = {getattr(funnel_pb2, name.upper()): w for name, w in EVENT_WEIGHTS.items()}
@@ -84,6 +102,7 @@ class ApplyStats:
     impressions: int = 0
     unknown_item: int = 0
     no_consent: int = 0
+    erased: int = 0  # the user was erased after it (server.events.erasure)
     malformed: int = 0
     already_applied: int = 0
     last_seq: int = 0
@@ -119,12 +138,27 @@ def touch_seen(value: bytearray, index: int) -> None:
     head_count[0], head_count[1] = len(ordered) % SEEN_CAP, len(ordered)
 
 
+@dataclass
+class _Batch:
+    """What one batch changed so far (written at its end) and its lookup caches."""
+
+    users: dict = field(default_factory=dict)        # (tenant, user_id) -> user value
+    impressions: dict = field(default_factory=dict)  # (tenant, user_id) -> impression log
+    item_stats: dict = field(default_factory=dict)   # (tenant, index) -> float64 counters
+    items: dict = field(default_factory=dict)        # (tenant, item_id) -> (index, category) | None
+    chunks: dict = field(default_factory=dict)       # (tenant, chunk) -> rows | None
+    clocks: dict = field(default_factory=dict)       # tenant -> now_ts
+
+
 class Applier:
     """The LMDB side of the worker: :meth:`apply` one batch of stream messages."""
 
-    def __init__(self, store: LmdbStore, half_life_days: float = AFFINITY_HALF_LIFE_DAYS):
+    def __init__(self, store: LmdbStore, half_life_days: float = AFFINITY_HALF_LIFE_DAYS,
+                 item_half_life_days: float = TRENDING_HALF_LIFE_DAYS):
         self.store = store
         self.half_life_s = half_life_days * DAY_SECONDS
+        self.item_half_life_s = item_half_life_days * DAY_SECONDS
+        self.counters = ItemCounters(store)
 
     def progress(self) -> dict:
         """{"seq": last applied stream sequence, "stream": stream identity} ({} before the first batch)."""
@@ -141,10 +175,7 @@ class Applier:
         order. One write transaction: the user updates and the new position.
         ``lag``, if given, observes now - stored_at_s per applied event."""
         stats = ApplyStats()
-        users: dict[tuple[str, str], bytearray] = {}
-        items: dict[tuple[str, str], tuple[int, int] | None] = {}
-        chunks: dict[tuple[str, int], np.ndarray | None] = {}
-        clocks: dict[str, float] = {}
+        b = _Batch()
         progress_db = self.store.db["progress"]
         with self.store.write() as txn:
             raw = txn.get(PROGRESS_KEY, db=progress_db)
@@ -156,17 +187,22 @@ class Applier:
                     stats.already_applied += 1
                     continue
                 last = seq
-                outcome = self._apply_one(txn, subject, payload, users, items, chunks, clocks)
+                outcome = self._apply_one(txn, stream_id, seq, subject, payload, b)
                 setattr(stats, outcome, getattr(stats, outcome) + 1)
                 if outcome == "applied" and lag is not None:
                     lag.observe(max(now - stored_at, 0.0))
-            for (tenant, user_id), value in users.items():
+            for (tenant, user_id), value in b.users.items():
                 self.store.put_user(txn, tenant, user_id, value)
+            for (tenant, user_id), value in b.impressions.items():
+                self.store.put_impressions(txn, tenant, user_id, value)
+            for (tenant, index), counters in b.item_stats.items():
+                self.store.put_item_stats(txn, tenant, index, counters)
             txn.put(PROGRESS_KEY, json.dumps({"seq": last, "stream": stream_id}).encode(), db=progress_db)
+        self.counters.commit(b.item_stats)  # only what is committed reaches the roll-up
         stats.last_seq = last
         return stats
 
-    def _apply_one(self, txn, subject, payload, users, items, chunks, clocks) -> str:
+    def _apply_one(self, txn, stream_id, seq, subject, payload, b: "_Batch") -> str:
         tenant = tenant_of(subject)
         try:
             event = funnel_pb2.Event.FromString(payload)
@@ -174,25 +210,43 @@ class Applier:
             return "malformed"
         if not tenant or not event.user_id:
             return "malformed"
-        if event.type == funnel_pb2.IMPRESSION:
-            return "impressions"
-        weight = event_weight(event)
-        if weight is None:
+        if erased_event(txn, self.store, tenant, event.user_id, stream_id, seq, event.timestamp_ms):
+            return "erased"
+        impression = event.type == funnel_pb2.IMPRESSION
+        weight = None if impression else event_weight(event)
+        if weight is None and not impression:
             return "malformed"
-        item = self._item(txn, tenant, event.item_id, items, chunks)
+        item = self._item(txn, tenant, event.item_id, b.items, b.chunks)
         if item is None:
             return "unknown_item"
         key = (tenant, event.user_id)
-        value = users.get(key)
+        value = b.users.get(key)
         if value is None:
-            value = self.store.get_user_copy(txn, tenant, event.user_id) or empty_user_value()
-        row = user_row_view(value)
-        if row[USER_CONSENT] != 1.0:
+            value = self.store.get_user_copy(txn, tenant, event.user_id)
+        if value is not None and user_row_view(value)[USER_CONSENT] != 1.0:
             return "no_consent"
-        users[key] = value
-        if tenant not in clocks:
-            clocks[tenant] = float(self.store.get_state(txn, tenant, "now_ts", 0) or 0)
-        self._update(value, row, item, weight, event.timestamp_ms / 1000.0, clocks[tenant])
+        t = event.timestamp_ms / 1000.0
+        ikey = (tenant, item[0])
+        counters = b.item_stats.get(ikey)
+        if counters is None:
+            counters = self.store.get_item_stats(txn, tenant, item[0])
+            if counters is None:
+                counters = np.zeros(STAT_WIDTH, dtype=np.float64)
+            b.item_stats[ikey] = counters
+        update_item_stats(counters, event.type, weight, t, self.item_half_life_s)
+        if impression:
+            log_value = b.impressions.get(key)
+            if log_value is None:
+                log_value = self.store.get_impressions_copy(txn, tenant, event.user_id) or empty_impressions()
+                b.impressions[key] = log_value
+            push_impression(log_value, item[0], t)
+            return "impressions"
+        if value is None:
+            value = empty_user_value()
+        b.users[key] = value
+        if tenant not in b.clocks:
+            b.clocks[tenant] = float(self.store.get_state(txn, tenant, "now_ts", 0) or 0)
+        self._update(value, user_row_view(value), item, weight, t, b.clocks[tenant])
         return "applied"
 
     def _update(self, value: bytearray, row: np.ndarray, item: tuple[int, int], weight: float, t: float,
@@ -251,6 +305,10 @@ class WorkerMetrics:
                              buckets=LAG_BUCKETS, registry=self.registry)
         self.sequence = Gauge("funnel_ingest_last_sequence", "Last applied FUNNEL_EVENTS sequence",
                               registry=self.registry)
+        self.pending = Gauge("funnel_ingest_consumer_pending", "Events in the stream not yet applied and acked "
+                             "(consumer lag, polled every few seconds)", registry=self.registry)
+        self.rollup = Histogram("funnel_ingest_rollup_seconds", "One tenant's roll-up of item counters into rows "
+                                "and lists", buckets=LAG_BUCKETS, registry=self.registry)
 
     def observe(self, stats: ApplyStats) -> None:
         for outcome, n in stats.outcomes().items():
@@ -269,9 +327,11 @@ class IngestWorker:
     Raises SystemExit(LOCKED_EXIT) when another worker holds the data directory's lock."""
 
     def __init__(self, data_dir: str, nats_url: str, batch: int = FETCH_MAX,
-                 metrics: WorkerMetrics | None = None, log_every_s: float = 10.0):
+                 metrics: WorkerMetrics | None = None, log_every_s: float = 10.0, rollup_s: float = 1.0):
         self.data_dir, self.nats_url, self.batch = data_dir, nats_url, batch
         self.metrics = metrics or WorkerMetrics()
+        self.rollup_s = rollup_s
+        self.rollup: RollUp | None = None
         self.log_every_s = log_every_s
         self._resubscribe = False
         self._sub = None
@@ -282,6 +342,9 @@ class IngestWorker:
         nc = None
         try:
             applier = Applier(store)
+            self.rollup = RollUp(store, applier.counters, self.rollup_s, metrics=self.metrics)
+            self.rollup.start()  # whatever a crash left un-rolled-up, before anything else
+            self._roll_up()
             nc = await self._connect(stop)
             if nc is None:
                 return
@@ -300,6 +363,8 @@ class IngestWorker:
         finally:
             if nc is not None:
                 await nc.close()
+            if self.rollup is not None and self.rollup.due(float("inf")):
+                self._roll_up()
             store.close()
             os.close(lock_fd)
 
@@ -373,7 +438,12 @@ class IngestWorker:
 
     async def _consume(self, applier: Applier, stream_id: str, stop: asyncio.Event) -> None:
         logged, window = time.monotonic(), ApplyStats()
+        polled = 0.0
         while not stop.is_set() and not self._resubscribe:
+            if time.monotonic() - polled >= LAG_POLL_S:
+                polled = time.monotonic()
+                info = await self._sub.consumer_info()
+                self.metrics.pending.set(info.num_pending + info.num_ack_pending)
             msgs = await self._next_batch()
             if msgs:
                 batch, newest, newest_seq = [], msgs[0], 0
@@ -386,10 +456,17 @@ class IngestWorker:
                 await newest.ack()  # AckAll: acknowledges the whole batch, after the commit
                 self.metrics.observe(stats)
                 window.add(stats)
+            if self.rollup.due():
+                self._roll_up()
             if time.monotonic() - logged >= self.log_every_s and window.last_seq:
                 log.info("ingest: %s, last sequence %d",
                          ", ".join(f"{k}={v}" for k, v in window.outcomes().items() if v), window.last_seq)
                 logged, window = time.monotonic(), ApplyStats()
+
+    def _roll_up(self) -> None:
+        for tenant, (rows, lists) in self.rollup.run().items():
+            if rows or lists:
+                log.debug("roll-up of %s: %d item rows, %d lists rewritten", tenant, rows, lists)
 
     async def _next_batch(self) -> list:
         """What is available now (up to ``batch``); when nothing is, waits up to
@@ -411,7 +488,7 @@ class IngestWorker:
 
 
 def run_ingest(data_dir: str, nats_url: str, metrics_port: int = 0, host: str = "127.0.0.1",
-               batch: int = FETCH_MAX) -> None:
+               batch: int = FETCH_MAX, rollup_s: float = 1.0) -> None:
     """Process entry point (``funnel ingest``, and the worker ``funnel serve`` starts):
     runs until SIGTERM/SIGINT, finishing the batch in hand."""
     logging.basicConfig(level=os.environ.get("FUNNEL_LOG_LEVEL", "INFO"),
@@ -425,7 +502,7 @@ def run_ingest(data_dir: str, nats_url: str, metrics_port: int = 0, host: str = 
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await IngestWorker(data_dir, nats_url, batch=batch, metrics=metrics).run(stop)
+        await IngestWorker(data_dir, nats_url, batch=batch, metrics=metrics, rollup_s=rollup_s).run(stop)
 
     try:
         import uvloop

@@ -1,6 +1,13 @@
 """The default funnel, declared in one place."""
 
-from server.pipeline.filters import BlockedFilter, ExcludedFilter, InactiveFilter, MaturityFilter, SeenFilter
+from server.pipeline.filters import (
+    BlockedFilter,
+    ExcludedFilter,
+    FrequencyCapFilter,
+    InactiveFilter,
+    MaturityFilter,
+    SeenFilter,
+)
 from server.pipeline.funnel import Funnel, RecentRankings
 from server.pipeline.rerankers import (
     DiversityReranker,
@@ -24,7 +31,8 @@ def default_funnel(metrics=None, cache: RecentRankings | None = None) -> Funnel:
             EditorialSource(k=100, budget_ms=2.0),
         ],
         # one kernel pass applies them all, to ranked and fallback lists alike; fail closed
-        filters=[InactiveFilter(), MaturityFilter(), BlockedFilter(), SeenFilter(), ExcludedFilter()],
+        filters=[InactiveFilter(), MaturityFilter(), BlockedFilter(), SeenFilter(), ExcludedFilter(),
+                 FrequencyCapFilter()],
         prerank=PreRanker(keep=300),
         ranker=Ranker(),
         # order matters: editorial adjusts scores, freshness adjusts and re-sorts, diversity pages the

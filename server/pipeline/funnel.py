@@ -25,6 +25,7 @@ import numpy as np
 
 from kernels.features import assemble_features
 from kernels.layout import ITEM_WIDTH, N_FEATURES, N_SOURCE_SIGNALS
+from server.events.erasure import invalidated_after
 from server.models.runtime import ModelError
 from server.pipeline.filters import FilterPlan, count_removals
 from server.pipeline.rerankers import Ranking
@@ -53,21 +54,35 @@ class FunnelResult:
 class RecentRankings:
     """Per-process LRU of each user's latest full ranking (degradation level 2).
     The hot path never writes the store (only the ingest worker writes features),
-    so the cache lives in memory."""
+    so the cache lives in memory.
+
+    Erasure and consent opt-out reach every process through the store, not through
+    this object: an entry remembers the LMDB snapshot (transaction id) it was
+    computed from, and :meth:`get` drops it when the user's tombstone says their
+    data was erased or cleared by a later transaction (server.events.erasure)."""
 
     def __init__(self, capacity: int = 100_000, keep: int = 100):
         self.capacity, self.keep = capacity, keep
-        self._entries: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
+        self._entries: OrderedDict[tuple[str, str], tuple[np.ndarray, int]] = OrderedDict()
 
-    def put(self, tenant: str, user: str, items: np.ndarray) -> None:
+    def put(self, tenant: str, user: str, items: np.ndarray, as_of: int) -> None:
+        """``as_of``: the id of the read snapshot the ranking was computed from."""
         key = (tenant, user)
-        self._entries[key] = items[: self.keep].astype(np.int32)  # int32: half the memory per user
+        self._entries[key] = (items[: self.keep].astype(np.int32), as_of)  # int32: half the memory per user
         self._entries.move_to_end(key)
         if len(self._entries) > self.capacity:
             self._entries.popitem(last=False)
 
-    def get(self, tenant: str, user: str) -> np.ndarray | None:
-        return self._entries.get((tenant, user))
+    def get(self, tenant: str, user: str, snap) -> np.ndarray | None:
+        """The cached ranking, unless the user was erased or opted out after it was
+        computed (one tombstone lookup in ``snap``, on this fallback path only)."""
+        entry = self._entries.get((tenant, user))
+        if entry is None:
+            return None
+        if invalidated_after(snap.txn, snap.store, tenant, user) > entry[1]:
+            self.forget(tenant, user)
+            return None
+        return entry[0]
 
     def forget(self, tenant: str, user: str) -> None:
         self._entries.pop((tenant, user), None)
@@ -108,7 +123,7 @@ class Funnel:
             try:
                 ranking, level = self._rank(state, plan, budget)
                 if len(ranking) and state.known_user:
-                    self.cache.put(state.tenant.tenant_id, state.user_id, ranking.items)
+                    self.cache.put(state.tenant.tenant_id, state.user_id, ranking.items, state.snap.txn.id())
             except (RankingUnavailable, DeadlineExceeded, ModelError) as exc:
                 log.debug("ranking unavailable for %s/%s: %s", state.tenant.tenant_id, state.user_id, exc)
                 if self.metrics:
@@ -237,7 +252,7 @@ class Funnel:
         want = max(state.limit, min(self.snapshot_size, state.limit * 5))
         tenant = state.tenant.tenant_id
         if first_level <= LEVEL_CACHED and state.known_user:
-            cached = self.cache.get(tenant, state.user_id)
+            cached = self.cache.get(tenant, state.user_id, state.snap)
             if cached is not None:
                 ranking = self._list_ranking(state, plan, cached, SOURCE_CACHE, want)
                 if len(ranking):

@@ -72,15 +72,20 @@ RECENT_SEEDS = 5  # recent items that seed the content source when a request has
 def request_state(snap, tenant, user_id: str, surface: str, limit: int, budget_s: float,
                   kill_switch: bool = False) -> RequestState:
     """The state of one request: the user's zero-copy row and seen ring (an unknown
-    user keeps the zero row), the deadline, and whether it may be personalised."""
+    user keeps the zero row), the deadline, and whether it may be personalised.
+    A user who opted out (USER_CONSENT != 1) is known but nothing of theirs is
+    used: zero row, no seen ring, no recent items, not personalised."""
     config = tenant.config
     state = RequestState(tenant=tenant, snap=snap, user_id=user_id, surface=surface or "*",
                          limit=limit or config.default_limit, deadline=time.perf_counter() + budget_s)
     value = snap.user(tenant.tenant_id, user_id) if user_id else None
+    consent = True
     if value is not None:
-        state.user_row, state.seen = user_row_view(value), user_seen_view(value)
-        state.recent = user_recent_items(value, RECENT_SEEDS)
         state.known_user = True
-    state.personalized = (not kill_switch and config.personalization_enabled
-                          and (not state.known_user or state.user_row[USER_CONSENT] == 1.0))
+        row = user_row_view(value)
+        consent = bool(row[USER_CONSENT] == 1.0)
+        if consent:
+            state.user_row, state.seen = row, user_seen_view(value)
+            state.recent = user_recent_items(value, RECENT_SEEDS)
+    state.personalized = not kill_switch and config.personalization_enabled and consent
     return state

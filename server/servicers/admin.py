@@ -1,10 +1,19 @@
-"""Admin servicer: tenants, catalog changes, user signals. Authenticated by
-``x-admin-key``. Writes go to the store in one transaction each; serving
-processes see them on their next request (items) or within the registry's
-refresh interval (tenant config)."""
+"""Admin servicer: tenants, catalog changes, user signals, erasure and consent.
+Authenticated by ``x-admin-key``. Writes go to the store in one transaction each;
+serving processes see them on their next request (items, users) or within the
+registry's refresh interval (tenant config).
+
+User RPCs check ``tenant_id`` and ``user_id`` (INVALID_ARGUMENT naming the field:
+empty or longer than 256 characters), then that the tenant exists (NOT_FOUND).
+DeleteUser and SetConsent work in ``server.events.erasure``; DeleteUser answers
+UNAVAILABLE while NATS is unreachable (nothing erased: retry) and
+FAILED_PRECONDITION on a server without NATS."""
 
 from __future__ import annotations
 
+import asyncio
+
+import grpc
 import numpy as np
 
 from kernels.layout import (
@@ -18,11 +27,13 @@ from kernels.layout import (
 )
 from protos import funnel_pb2, funnel_pb2_grpc
 from server.catalog import CatalogWriter, ItemError
-from server.servicers.common import authenticate_admin, invalid, not_found, rpc
+from server.events.erasure import EventsUnavailable, UserEraser, set_consent
+from server.servicers.common import RpcAbort, authenticate_admin, invalid, not_found, rpc
 from server.store import user_recent_items, user_row_view
 from server.tenancy import ConfigError, SurfaceRules, TenantConfig, TenantRegistry, hash_key
 
 MAX_KEY_LEN = 256
+MAX_USER_ID_LEN = 256  # as in GetFeed and Events.Ingest
 
 
 def tenant_to_proto(config: TenantConfig) -> funnel_pb2.Tenant:
@@ -37,7 +48,8 @@ def tenant_to_proto(config: TenantConfig) -> funnel_pb2.Tenant:
         msg.surfaces[name].CopyFrom(funnel_pb2.SurfaceRules(
             max_per_category=rules.max_per_category, max_streak=rules.max_streak,
             freshness_weight=rules.freshness_weight, sponsored_positions=rules.sponsored_positions,
-            editorial_weight=rules.editorial_weight))
+            editorial_weight=rules.editorial_weight, frequency_cap=rules.frequency_cap,
+            campaign_frequency_cap=rules.campaign_frequency_cap, frequency_window_s=rules.frequency_window_s))
     return msg
 
 
@@ -49,7 +61,8 @@ def tenant_from_proto(msg: funnel_pb2.Tenant, current: TenantConfig | None) -> T
     if current is not None and not msg.rotate_keys:
         hashes = tuple(dict.fromkeys(current.api_key_hashes + hashes))
     surfaces = {name: SurfaceRules(r.max_per_category, r.max_streak, r.freshness_weight,
-                                   tuple(r.sponsored_positions), r.editorial_weight)
+                                   tuple(r.sponsored_positions), r.editorial_weight, r.frequency_cap,
+                                   r.campaign_frequency_cap, r.frequency_window_s or SurfaceRules.frequency_window_s)
                 for name, r in msg.surfaces.items()}
     defaults = TenantConfig(tenant_id=msg.tenant_id)
     return TenantConfig(
@@ -65,10 +78,13 @@ def tenant_from_proto(msg: funnel_pb2.Tenant, current: TenantConfig | None) -> T
 
 
 class AdminServicer(funnel_pb2_grpc.AdminServicer):
-    def __init__(self, app):
+    def __init__(self, app, publisher=None):
+        """``publisher``: the process's EventPublisher (its NATS connection purges
+        erased users' events); None = no NATS, DeleteUser is refused."""
         self.app = app
         self.tenants = TenantRegistry(app.store)
         self.catalog = CatalogWriter(app.store)
+        self.eraser = UserEraser(app.store, publisher)
 
     def _existing_tenant(self, context, tenant_id: str) -> TenantConfig:
         with self.app.store.snapshot() as snap:
@@ -126,27 +142,62 @@ class AdminServicer(funnel_pb2_grpc.AdminServicer):
             not_found(context, f"item_id: {request.item_id!r} is not in tenant {request.tenant_id!r}")
         return funnel_pb2.ItemChange(item_id=request.item_id, changed=changed)
 
+    def _user_ref(self, context, tenant_id: str, user_id: str) -> None:
+        for name, value in (("tenant_id", tenant_id), ("user_id", user_id)):
+            if not value:
+                invalid(context, f"{name}: required")
+            if len(value) > MAX_USER_ID_LEN:
+                invalid(context, f"{name}: longer than {MAX_USER_ID_LEN} characters")
+        self._existing_tenant(context, tenant_id)
+
     @rpc
     async def GetUserSignals(self, request, context):
         authenticate_admin(self.app, context)
-        self._existing_tenant(context, request.tenant_id)
-        if not request.user_id:
-            invalid(context, "user_id: required")
+        self._user_ref(context, request.tenant_id, request.user_id)
+        return self._signals(request.tenant_id, request.user_id)
+
+    @rpc
+    async def DeleteUser(self, request, context):
+        authenticate_admin(self.app, context)
+        self._user_ref(context, request.tenant_id, request.user_id)
+        try:
+            erasure = await self.eraser.erase(request.tenant_id, request.user_id)
+        except EventsUnavailable as exc:
+            raise RpcAbort(grpc.StatusCode.UNAVAILABLE if exc.configured else grpc.StatusCode.FAILED_PRECONDITION,
+                           str(exc)) from None
+        # frees this process's copy now; every process's cache also checks the tombstone
+        self.app.funnel.cache.forget(request.tenant_id, request.user_id)
+        return funnel_pb2.UserErasure(
+            user_id=request.user_id, had_features=erasure.had_features, events_purged=erasure.events_purged,
+            outbox_removed=erasure.outbox_removed, erased_through_seq=erasure.tombstone.seq,
+            erased_at_ms=erasure.tombstone.at_ms)
+
+    @rpc
+    async def SetConsent(self, request, context):
+        authenticate_admin(self.app, context)
+        self._user_ref(context, request.tenant_id, request.user_id)
+        await asyncio.to_thread(set_consent, self.app.store, request.tenant_id, request.user_id,
+                                request.personalized)
+        if not request.personalized:
+            self.app.funnel.cache.forget(request.tenant_id, request.user_id)
+        return self._signals(request.tenant_id, request.user_id)
+
+    def _signals(self, tenant_id: str, user_id: str) -> funnel_pb2.UserSignals:
         with self.app.store.snapshot() as snap:
-            value = snap.user(request.tenant_id, request.user_id)
+            value = snap.user(tenant_id, user_id)
             if value is None:
-                return funnel_pb2.UserSignals(user_id=request.user_id, known=False)
+                return funnel_pb2.UserSignals(user_id=user_id, known=False)
             row = user_row_view(value)
-            categories = snap.state(request.tenant_id, "categories", []) or []
+            categories = snap.state(tenant_id, "categories", []) or []
             affinity = row[USER_AFFINITY:USER_AFFINITY + MAX_CATEGORIES]
             top = [int(c) for c in np.argsort(-affinity, kind="stable")[:5] if affinity[c] > 0]
             recent = []
             for index in user_recent_items(value, 20)[::-1]:
-                meta = snap.item_meta(request.tenant_id, int(index))
+                meta = snap.item_meta(tenant_id, int(index))
                 if meta:
                     recent.append(meta["id"])
             return funnel_pb2.UserSignals(
-                user_id=request.user_id, known=True, activity=float(row[USER_ACTIVITY]),
+                user_id=user_id, known=True, activity=float(row[USER_ACTIVITY]),
                 skip_rate=float(row[USER_SKIP_RATE]), last_active_day=int(row[USER_LAST_ACTIVE_DAYS]),
                 personalization_consent=bool(row[USER_CONSENT] == 1.0), has_embedding=bool(row[USER_HAS_CF] == 1.0),
                 top_categories=[funnel_pb2.CategoryAffinity(category=categories[c] if c < len(categories) else str(c),

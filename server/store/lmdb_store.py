@@ -10,17 +10,23 @@ of tenant data start with ``tenant_id + b"\\x00"`` so tenants never collide.
 | ``catalog``   | tenant, item_id             | uint32 dense index                           |
 | ``item_meta`` | tenant, be32 index          | JSON {id, title, category, maturity_rating, ...} |
 | ``item_rows`` | tenant, be32 chunk          | float32[CHUNK_ROWS, ITEM_WIDTH] (zero-copy)  |
+| ``item_stats``| tenant, be32 index          | float64[STAT_WIDTH] interaction counters (kernels.layout) |
+| ``impressions``| tenant, user_id            | the user's last IMPRESSION_CAP impressions: ring of (item, time) |
 | ``users``     | tenant, user_id             | user row + seen ring (see kernels.layout)    |
 | ``lists``     | tenant, name                | int32 item indices (popular, trending:<cat>, new, segment:<cat>) |
-| ``state``     | tenant, name                | small tenant state (n_items, items_gen, categories, models, indexes) |
+| ``state``     | tenant, name                | small tenant state (n_items, items_gen, catalog_gen, categories, models, indexes) |
 | ``outbox``    | be64 sequence               | events spooled while NATS was unreachable (server.events.outbox) |
 | ``progress``  | name                        | last applied stream sequence (b"events"), outbox high-water mark |
+| ``erased``    | tenant, sha256(user_id)[:16] | erasure / opt-out tombstone JSON (server.events.erasure) |
 
 Serving reads through :class:`StoreSnapshot`, one short read transaction per
 request. Item chunk addresses are cached across transactions and re-resolved
 only when ``items_gen`` changes: every write that rewrites an item chunk bumps
 ``items_gen`` in the same transaction, and LMDB never moves or frees pages of a
 value that was not rewritten, so a cached address stays valid until then.
+``catalog_gen`` moves only with the catalog itself (items added, changed,
+deactivated, deleted), not with the ingest worker's counter roll-ups, so caches
+of item metadata and training's "did the catalog change" check key on it.
 """
 
 from __future__ import annotations
@@ -37,14 +43,17 @@ import numpy as np
 from kernels.layout import (
     CHUNK_ROWS,
     CHUNK_ROWS_LOG2,
+    IMPRESSION_CAP,
     ITEM_WIDTH,
     SEEN_CAP,
     USER_WIDTH,
 )
 
 SEP = b"\x00"
-DB_NAMES = ("meta", "tenants", "catalog", "item_meta", "item_rows", "users", "lists", "state", "outbox", "progress")
+DB_NAMES = ("meta", "tenants", "catalog", "item_meta", "item_rows", "users", "lists", "state", "outbox", "progress",
+            "item_stats", "erased", "impressions")
 USER_VALUE_BYTES = USER_WIDTH * 4 + 8 + SEEN_CAP * 4
+IMPRESSIONS_BYTES = 8 + IMPRESSION_CAP * 8  # int32 head, int32 count, int32 items[CAP], uint32 seconds[CAP]
 
 
 @dataclass(frozen=True)
@@ -108,6 +117,28 @@ def push_seen(value: bytearray, item_indices: Iterable[int]) -> None:
     hc[0], hc[1] = head, count
 
 
+def empty_impressions() -> bytearray:
+    return bytearray(IMPRESSIONS_BYTES)
+
+
+def push_impression(value: bytearray, index: int, t_s: float) -> None:
+    """Records an impression of item ``index`` at ``t_s`` (seconds); the oldest recorded goes first."""
+    hc = np.frombuffer(value, dtype=np.int32, count=2)
+    items = np.frombuffer(value, dtype=np.int32, count=IMPRESSION_CAP, offset=8)
+    seconds = np.frombuffer(value, dtype=np.uint32, count=IMPRESSION_CAP, offset=8 + IMPRESSION_CAP * 4)
+    head = int(hc[0])
+    items[head], seconds[head] = index, max(int(t_s), 0)
+    hc[0], hc[1] = (head + 1) % IMPRESSION_CAP, min(int(hc[1]) + 1, IMPRESSION_CAP)
+
+
+def impressions_since(value, since_s: float) -> np.ndarray:
+    """int32 item indices of the recorded impressions at or after ``since_s``, one entry per impression."""
+    count = int(np.frombuffer(value, dtype=np.int32, count=2)[1])
+    items = np.frombuffer(value, dtype=np.int32, count=count, offset=8)
+    seconds = np.frombuffer(value, dtype=np.uint32, count=count, offset=8 + IMPRESSION_CAP * 4)
+    return items[seconds >= since_s]
+
+
 class LmdbStore:
     """The environment plus typed accessors. Writers use the ``put_*`` methods
     inside ``with store.write() as txn``; readers use :meth:`snapshot`."""
@@ -124,7 +155,12 @@ class LmdbStore:
             max_readers=config.max_readers,
             lock=True,
         )
-        self.db = {name: self.env.open_db(name.encode(), create=not config.readonly) for name in DB_NAMES}
+        self.db = {}
+        for name in DB_NAMES:
+            try:
+                self.db[name] = self.env.open_db(name.encode(), create=not config.readonly)
+            except lmdb.NotFoundError:  # read-only, on a data dir written before this db existed
+                continue
         # tenant -> (items_gen, chunk addresses, n_items, chunk views)
         self._chunk_cache: dict[str, tuple[int, np.ndarray, int, list]] = {}
 
@@ -156,6 +192,43 @@ class LmdbStore:
         gen = int(self.get_state(txn, tenant, "items_gen", 0)) + 1
         self.set_state(txn, tenant, "items_gen", gen)
         return gen
+
+    def tenants_with_items(self, txn) -> list[str]:
+        """Every tenant that has a catalog (state ``n_items``), configured or not."""
+        suffix = SEP + b"n_items"
+        return [bytes(k)[:-len(suffix)].decode() for k in txn.cursor(db=self.db["state"]).iternext(values=False)
+                if bytes(k).endswith(suffix)]
+
+    def bump_catalog_gen(self, txn, tenant: str) -> int:
+        gen = int(self.get_state(txn, tenant, "catalog_gen", 0)) + 1
+        self.set_state(txn, tenant, "catalog_gen", gen)
+        return gen
+
+    def get_item_stats(self, txn, tenant: str, index: int) -> np.ndarray | None:
+        """A copy of the item's float64[STAT_WIDTH] counters, None when it has none."""
+        raw = txn.get(idx_key(tenant, index), db=self.db["item_stats"])
+        return None if raw is None else np.frombuffer(raw, dtype=np.float64).copy()
+
+    def put_item_stats(self, txn, tenant: str, index: int, stats: np.ndarray) -> None:
+        txn.put(idx_key(tenant, index), np.ascontiguousarray(stats, dtype=np.float64).tobytes(),
+                db=self.db["item_stats"])
+
+    def iter_item_stats(self, txn, tenant: str) -> Iterator[tuple[int, np.ndarray]]:
+        """(index, float64 counters view) of every item of the tenant that has counters, by index."""
+        prefix = tenant.encode() + SEP
+        cur = txn.cursor(db=self.db["item_stats"])
+        if cur.set_range(prefix):
+            for key, value in cur:
+                key = bytes(key)
+                if not key.startswith(prefix):
+                    break
+                yield struct.unpack(">I", key[len(prefix):])[0], np.frombuffer(value, dtype=np.float64)
+
+    def clear_item_stats(self, txn, tenant: str) -> None:
+        prefix = tenant.encode() + SEP
+        cur = txn.cursor(db=self.db["item_stats"])
+        while cur.set_range(prefix) and bytes(cur.key()).startswith(prefix):
+            cur.delete()
 
     def put_list(self, txn, tenant: str, name: str, indices: np.ndarray) -> None:
         txn.put(tkey(tenant, name), np.ascontiguousarray(indices, dtype=np.int32).tobytes(), db=self.db["lists"])
@@ -242,6 +315,16 @@ class LmdbStore:
         raw = txn.get(tkey(tenant, user_id), db=self.db["users"])
         return None if raw is None else bytearray(raw)
 
+    def get_impressions_copy(self, txn, tenant: str, user_id: str) -> bytearray | None:
+        raw = txn.get(tkey(tenant, user_id), db=self.db["impressions"])
+        return None if raw is None else bytearray(raw)
+
+    def put_impressions(self, txn, tenant: str, user_id: str, value: bytearray) -> None:
+        txn.put(tkey(tenant, user_id), bytes(value), db=self.db["impressions"])
+
+    def delete_impressions(self, txn, tenant: str, user_id: str) -> bool:
+        return txn.delete(tkey(tenant, user_id), db=self.db["impressions"])
+
     def delete_user(self, txn, tenant: str, user_id: str) -> bool:
         return txn.delete(tkey(tenant, user_id), db=self.db["users"])
 
@@ -310,6 +393,10 @@ class StoreSnapshot:
         """Zero-copy user value (see :func:`user_row_view`) or None for an unknown user."""
         return self.txn.get(tkey(tenant, user_id), db=self.store.db["users"])
 
+    def impressions(self, tenant: str, user_id: str):
+        """Zero-copy impression log of a user (see :func:`impressions_since`), None without one."""
+        return self.txn.get(tkey(tenant, user_id), db=self.store.db["impressions"])
+
     def item_list(self, tenant: str, name: str) -> np.ndarray:
         raw = self.txn.get(tkey(tenant, name), db=self.store.db["lists"])
         return np.frombuffer(raw, dtype=np.int32) if raw is not None else np.empty(0, dtype=np.int32)
@@ -325,9 +412,14 @@ class StoreSnapshot:
         return addrs, n_items
 
     def items_gen(self, tenant: str) -> int:
-        """The generation of the tenant's item rows (bumped by every catalog write)."""
+        """The generation of the tenant's item rows (bumped by every rewrite of an item chunk)."""
         self.store.chunk_addresses(self.txn, tenant)
         return self.store._chunk_cache[tenant][0]
+
+    def catalog_gen(self, tenant: str) -> int:
+        """The generation of the tenant's catalog (items added, changed, deactivated or deleted)."""
+        raw = self.txn.get(tkey(tenant, "catalog_gen"), db=self.store.db["state"])
+        return 0 if raw is None else int(bytes(raw))
 
     def item_row(self, tenant: str, index: int) -> np.ndarray:
         """Zero-copy view of one item row; IndexError for an index outside the catalog."""

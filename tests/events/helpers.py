@@ -11,6 +11,7 @@ import sys
 import time
 
 import grpc
+import numpy as np
 
 from protos import funnel_pb2, funnel_pb2_grpc
 from tests.conftest import ROOT, free_port, stop_process_group
@@ -167,3 +168,40 @@ def event(user_id: str, item_id: str, etype: int, ts_ms: int, **kw) -> funnel_pb
 
 def now_ms() -> int:
     return int(time.time() * 1000)
+
+
+def item_list(data_dir: str, tenant: str, name: str) -> list[int]:
+    """A stored item list (e.g. "trending", "popular") as dense indices."""
+    from server.store.lmdb_store import tkey
+
+    return _read(data_dir, lambda s, txn: np.frombuffer(
+        txn.get(tkey(tenant, name), db=s.db["lists"]) or b"", dtype=np.int32).tolist())
+
+
+def item_stats(data_dir: str, tenant: str) -> dict:
+    """{dense index: float64 counters copy} of every item with counters (db item_stats)."""
+    return _read(data_dir, lambda s, txn: {i: v.copy() for i, v in s.iter_item_stats(txn, tenant)})
+
+
+# ------------------------------------------------------------ erasure and consent
+def admin_call(server: EventServer, admin_key: str, method: str, request, timeout: float = 10.0):
+    """Calls ``Admin.<method>`` on ``server`` with ``admin_key``."""
+    stub = funnel_pb2_grpc.AdminStub(server.channel)
+    return getattr(stub, method)(request, metadata=(("x-admin-key", admin_key),), timeout=timeout)
+
+
+def subject_messages(nats_url: str, subject: str) -> int:
+    """How many messages the event stream holds on ``subject`` now."""
+    async def query():
+        import nats
+
+        from server.events.nats_server import STREAM
+
+        nc = await nats.connect(nats_url, connect_timeout=2, max_reconnect_attempts=0)
+        try:
+            info = await nc.jetstream().stream_info(STREAM, subjects_filter=subject)
+            return (info.state.subjects or {}).get(subject, 0)
+        finally:
+            await nc.close()
+
+    return asyncio.run(query())

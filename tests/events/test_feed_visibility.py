@@ -39,3 +39,23 @@ def test_click_removes_the_item_from_the_next_feed_within_a_second(data_dir_copy
     after = user_value(data_dir, "demo", user)
     assert counters(after)[0] == offline_count + 1
     assert user_recent_items(after, 1).tolist() == [item_index(data_dir, "demo", clicked)]
+
+
+def test_clicks_lift_an_item_into_trending_and_new_users_feeds(small_copy, nats_server, start_server):
+    """Item-side counters: clicks on one item reach the trending/popular lists through the
+    worker's roll-up, and with them the feeds of users the tenant knows nothing about."""
+    from tests.events.helpers import item_list, wait_until
+
+    data_dir, key = small_copy
+    server = start_server(data_dir, nats_server.url)
+    target = "i150"
+    assert target not in [i.item_id for i in server.feed("newcomer-1", key, "shop").items]
+    assert item_list(data_dir, "shop", "trending") == []
+    t = now_ms()
+    resp = server.ingest([event(f"fan-{k}", target, funnel_pb2.CLICK, t + k) for k in range(3)], key, "shop")
+    assert resp.accepted == 3
+    index = item_index(data_dir, "shop", target)
+    wait_until(lambda: item_list(data_dir, "shop", "trending")[:1] == [index], 10,
+               what="the roll-up to put the clicked item first in trending")
+    assert item_list(data_dir, "shop", "popular")[0] == index
+    assert target in [i.item_id for i in server.feed("newcomer-2", key, "shop").items]

@@ -13,6 +13,9 @@ import pytest
 from kernels.layout import (
     MAX_CATEGORIES,
     SEEN_CAP,
+    STAT_COUNT,
+    STAT_EVENTS,
+    STAT_SKIPS,
     USER_ACTIVITY,
     USER_AFFINITY,
     USER_LAST_ACTIVE_DAYS,
@@ -24,7 +27,16 @@ from server.events.validate import to_message, validate_event
 from server.events.worker import LOCKED_EXIT
 from server.store import user_recent_items, user_row_view
 from tests.events.conftest import N_ITEMS
-from tests.events.helpers import applied_seq, counters, item_category, item_index, user_values, wait_until
+from tests.events.helpers import (
+    applied_seq,
+    counters,
+    item_category,
+    item_index,
+    item_list,
+    item_stats,
+    user_values,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -132,3 +144,22 @@ def test_kill9_mid_stream_then_restart_applies_every_event_exactly_once(small_co
         np.testing.assert_allclose(row[USER_AFFINITY:USER_AFFINITY + MAX_CATEGORIES], want["affinity"],
                                    rtol=2e-3, atol=1e-3, err_msg=user)
         assert user_recent_items(value, SEEN_CAP).tolist() == want["seen"], user
+
+    # the item counters went through the same crash: exact per item, and rolled up on the clean stop
+    want_items: dict[str, list] = {}
+    for ev in events:
+        if ev.item_id == "unknown":
+            continue
+        c = want_items.setdefault(ev.item_id, [0, 0, 0])
+        c[2] += 1 if ev.type == funnel_pb2.IMPRESSION else 0
+        if ev.type != funnel_pb2.IMPRESSION:
+            w = min(ev.watch_time_ms / 60_000, 1.0) if ev.type == funnel_pb2.DWELL else WEIGHTS[ev.type]
+            c[0] += 1
+            c[1] += w < 0.5
+    got = item_stats(data_dir, "shop")
+    for item_id, (count, skips, impressions) in want_items.items():
+        stats = got[item_index(data_dir, "shop", item_id)]
+        assert (stats[STAT_COUNT], stats[STAT_SKIPS]) == (count, skips), item_id
+        assert (stats[STAT_EVENTS + funnel_pb2.IMPRESSION] > 0) == (impressions > 0), item_id
+    top = max(want_items, key=lambda i: (want_items[i][0], -item_index(data_dir, "shop", i)))
+    assert item_list(data_dir, "shop", "popular")[0] == item_index(data_dir, "shop", top)

@@ -237,3 +237,39 @@ def test_two_workers_share_the_port_and_drain_on_sigterm(trained_data_dir):
         assert not errors and len(results) == 160 and min(results) == 10
     finally:
         assert server.stop() == 0
+
+
+def test_frequency_caps_and_campaigns_round_trip_through_admin(server_on_copy):
+    server, data_dir, admin_key, api_key = server_on_copy
+    stub, amd = admin(server, admin_key)
+    tenant = stub.GetTenant(funnel_pb2.GetTenantRequest(tenant_id="demo"), metadata=amd)
+    tenant.surfaces["ads"].CopyFrom(funnel_pb2.SurfaceRules(max_per_category=2, frequency_cap=3,
+                                                            campaign_frequency_cap=5))
+    stored = stub.UpsertTenant(funnel_pb2.UpsertTenantRequest(tenant=tenant), metadata=amd)
+    ads = stored.surfaces["ads"]
+    assert (ads.frequency_cap, ads.campaign_frequency_cap, ads.frequency_window_s) == (3, 5, 86400)
+    for rules, field in ((funnel_pb2.SurfaceRules(frequency_cap=513), "frequency_cap"),
+                         (funnel_pb2.SurfaceRules(frequency_cap=1, frequency_window_s=10), "frequency_window_s")):
+        bad = funnel_pb2.Tenant()
+        bad.CopyFrom(stored)
+        bad.surfaces["ads"].CopyFrom(rules)
+        with pytest.raises(grpc.RpcError) as err:
+            stub.UpsertTenant(funnel_pb2.UpsertTenantRequest(tenant=bad), metadata=amd)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and field in err.value.details()
+
+    promo = [funnel_pb2.Item(tenant_id="demo", item_id=f"promo-{k}", title="Promo", categories=["Drama"],
+                             maturity_rating="G", active=True, sponsored=True, campaign_id="spring")
+             for k in range(2)]
+    promo.append(funnel_pb2.Item(tenant_id="demo", item_id="promo-x", title="x", campaign_id="c" * 257))
+    resp = stub.UpsertItems(iter(promo), metadata=amd)
+    assert resp.inserted == 2 and len(resp.errors) == 1 and "campaign_id" in resp.errors[0]
+    from server.store import LmdbStore
+
+    store = LmdbStore.open(data_dir, readonly=True)
+    try:
+        with store.snapshot() as snap:
+            cid = snap.state("demo", "campaigns").index("spring") + 1
+            members = sorted(snap.item_list("demo", f"campaign:{cid}").tolist())
+            assert members == sorted(snap.item_index("demo", f"promo-{k}") for k in range(2))
+    finally:
+        store.close()

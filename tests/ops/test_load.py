@@ -366,3 +366,38 @@ def test_summary_lists_first_50_errors_and_counts_all(tmp_path):
     assert lines[2].endswith("events.csv:2: unknown event type 'bogus'")
     assert len([line for line in lines if "unknown event type" in line]) == 50
     assert lines[-1] == "  ... and 10 more"
+
+
+def test_campaigns_get_stable_ids_lists_and_meta_across_reloads(tmp_path):
+    import json
+
+    from kernels.layout import ITEM_CAMPAIGN
+    from ops.load import load_dataset
+    from server.app import init_data_dir
+    from server.store import LmdbStore
+
+    def write(items):
+        src = tmp_path / f"ds{len(items)}"
+        src.mkdir()
+        with open(src / "items.jsonl", "w") as f:
+            for item_id, campaign in items:
+                f.write(json.dumps({"item_id": item_id, "campaign": campaign}) + "\n")
+        return str(src)
+
+    data_dir = str(tmp_path / "data")
+    init_data_dir(data_dir)
+    load_dataset(data_dir, "t", write([("a", "x"), ("b", ""), ("c", "y"), ("d", "x")]), now_ts=1, progress=False)
+    load_dataset(data_dir, "t", write([("a", "y"), ("b", "z"), ("c", "y")]), now_ts=1, progress=False)
+    store = LmdbStore.open(data_dir, readonly=True)
+    try:
+        with store.snapshot() as snap:
+            assert snap.state("t", "campaigns") == ["x", "y", "z"]  # ids 1, 2, 3 kept across loads
+            idx = {i: snap.item_index("t", i) for i in "abcd"}
+            assert [int(snap.item_row("t", idx[i])[ITEM_CAMPAIGN]) for i in "abc"] == [2, 3, 2]
+            # d left the catalog: inactive, and still listed under x (the filter only denies)
+            assert snap.item_list("t", "campaign:1").tolist() == [idx["d"]]
+            assert sorted(snap.item_list("t", "campaign:2").tolist()) == [idx["a"], idx["c"]]
+            assert snap.item_list("t", "campaign:3").tolist() == [idx["b"]]
+            assert snap.item_meta("t", idx["b"])["campaign"] == "z"
+    finally:
+        store.close()
