@@ -7,6 +7,7 @@ of tenant data start with ``tenant_id + b"\\x00"`` so tenants never collide.
 |---------------|-----------------------------|----------------------------------------------|
 | ``meta``      | name                        | global settings (admin key hash, cursor secret) |
 | ``tenants``   | tenant                      | tenant config JSON (see server.tenancy)      |
+| ``config_history`` | tenant, be64 version   | every stored version of the tenant config JSON (append-only) |
 | ``catalog``   | tenant, item_id             | uint32 dense index                           |
 | ``item_meta`` | tenant, be32 index          | JSON {id, title, category, maturity_rating, ...} |
 | ``item_rows`` | tenant, be32 chunk          | float32[CHUNK_ROWS, ITEM_WIDTH] (zero-copy)  |
@@ -18,6 +19,7 @@ of tenant data start with ``tenant_id + b"\\x00"`` so tenants never collide.
 | ``outbox``    | be64 sequence               | events spooled while NATS was unreachable (server.events.outbox) |
 | ``progress``  | name                        | last applied stream sequence (b"events"), outbox high-water mark |
 | ``erased``    | tenant, sha256(user_id)[:16] | erasure / opt-out tombstone JSON (server.events.erasure) |
+| ``models``    | tenant, model version (sha256) | registered ranking model JSON (server.models.registry) |
 
 Serving reads through :class:`StoreSnapshot`, one short read transaction per
 request. Item chunk addresses are cached across transactions and re-resolved
@@ -51,7 +53,7 @@ from kernels.layout import (
 
 SEP = b"\x00"
 DB_NAMES = ("meta", "tenants", "catalog", "item_meta", "item_rows", "users", "lists", "state", "outbox", "progress",
-            "item_stats", "erased", "impressions")
+            "item_stats", "erased", "impressions", "models", "config_history")
 USER_VALUE_BYTES = USER_WIDTH * 4 + 8 + SEEN_CAP * 4
 IMPRESSIONS_BYTES = 8 + IMPRESSION_CAP * 8  # int32 head, int32 count, int32 items[CAP], uint32 seconds[CAP]
 
@@ -215,14 +217,19 @@ class LmdbStore:
 
     def iter_item_stats(self, txn, tenant: str) -> Iterator[tuple[int, np.ndarray]]:
         """(index, float64 counters view) of every item of the tenant that has counters, by index."""
+        for key, value in self.iter_tenant(txn, "item_stats", tenant):
+            yield struct.unpack(">I", key)[0], np.frombuffer(value, dtype=np.float64)
+
+    def iter_tenant(self, txn, dbname: str, tenant: str) -> Iterator[tuple[bytes, object]]:
+        """(key without the tenant prefix, value) of every entry of ``tenant`` in db ``dbname``, in key order."""
         prefix = tenant.encode() + SEP
-        cur = txn.cursor(db=self.db["item_stats"])
+        cur = txn.cursor(db=self.db[dbname])
         if cur.set_range(prefix):
             for key, value in cur:
                 key = bytes(key)
                 if not key.startswith(prefix):
                     break
-                yield struct.unpack(">I", key[len(prefix):])[0], np.frombuffer(value, dtype=np.float64)
+                yield key[len(prefix):], value
 
     def clear_item_stats(self, txn, tenant: str) -> None:
         prefix = tenant.encode() + SEP
@@ -329,14 +336,8 @@ class LmdbStore:
         return txn.delete(tkey(tenant, user_id), db=self.db["users"])
 
     def iter_users(self, txn, tenant: str) -> Iterator[tuple[str, bytes]]:
-        prefix = tenant.encode() + SEP
-        cur = txn.cursor(db=self.db["users"])
-        if cur.set_range(prefix):
-            for key, value in cur:
-                key = bytes(key)
-                if not key.startswith(prefix):
-                    break
-                yield key[len(prefix):].decode(), bytes(value)
+        for key, value in self.iter_tenant(txn, "users", tenant):
+            yield key.decode(), bytes(value)
 
     def lookup_item(self, txn, tenant: str, item_id: str) -> int | None:
         raw = txn.get(tkey(tenant, item_id), db=self.db["catalog"])
