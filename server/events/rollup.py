@@ -62,6 +62,7 @@ from server.store.lmdb_store import idx_key, tkey
 log = logging.getLogger("funnel.ingest")
 
 _CORE = (STAT_T_REF, STAT_COUNT, STAT_WEIGHT_SUM, STAT_SKIPS, STAT_TREND)
+_CORE_IDX = np.array(_CORE)
 
 
 def update_item_stats(stats: np.ndarray, event_type: int, weight: float | None, t: float,
@@ -108,7 +109,7 @@ class TenantCounters:
 
     def set(self, index: int, stats: np.ndarray) -> None:
         self.ensure(index + 1)
-        self.core[index] = stats[list(_CORE)]
+        self.core[index] = stats[_CORE_IDX]
         self.dirty.add(index)
 
     def column(self, stat: int, n: int) -> np.ndarray:

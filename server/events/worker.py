@@ -77,8 +77,6 @@ from server.store import (
     empty_impressions,
     empty_user_value,
     push_impression,
-    push_seen,
-    user_recent_items,
     user_row_view,
 )
 from server.store.lmdb_store import idx_key
@@ -127,15 +125,26 @@ def event_weight(event) -> float | None:
 def touch_seen(value: bytearray, index: int) -> None:
     """Makes ``index`` the newest entry of the seen ring, moving it if present
     (the ring then holds distinct items, as the offline builder leaves it)."""
-    head_count = np.frombuffer(value, dtype=np.int32, count=2, offset=USER_WIDTH * 4)
-    ring = np.frombuffer(value, dtype=np.int32, count=SEEN_CAP, offset=USER_WIDTH * 4 + 8)
-    if not (ring[:min(int(head_count[1]), SEEN_CAP)] == index).any():
-        push_seen(value, (index,))
+    tail = np.frombuffer(value, dtype=np.int32, count=2 + SEEN_CAP, offset=USER_WIDTH * 4)
+    head, count, ring = int(tail[0]), int(tail[1]), tail[2:]
+    if count < SEEN_CAP:  # not wrapped yet: ring[:count] is oldest .. newest and head == count
+        hits = np.flatnonzero(ring[:count] == index)
+        if hits.size:
+            k = int(hits[0])
+            ring[k:count - 1] = ring[k + 1:count].copy()
+            ring[count - 1] = index
+        else:
+            ring[count] = index
+            tail[0], tail[1] = (count + 1) % SEEN_CAP, count + 1
         return
-    ordered = user_recent_items(value, SEEN_CAP)
-    ordered = np.append(ordered[ordered != index], np.int32(index))
-    ring[:len(ordered)] = ordered
-    head_count[0], head_count[1] = len(ordered) % SEEN_CAP, len(ordered)
+    hits = np.flatnonzero(ring == index)
+    if not hits.size:  # full: the oldest (at head) makes room
+        ring[head] = index
+        tail[0] = (head + 1) % SEEN_CAP
+        return
+    ordered = np.concatenate([ring[head:], ring[:head]])
+    ring[:] = np.append(ordered[ordered != index], np.int32(index))
+    tail[0] = 0
 
 
 @dataclass

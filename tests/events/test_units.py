@@ -223,3 +223,19 @@ def test_a_read_only_store_opens_a_data_dir_older_than_the_erased_db(tmp_path):
             assert tombstone(txn, store, "t", "u") is None
     finally:
         store.close()
+
+
+def test_touch_seen_matches_a_plain_list_model_on_random_sequences():
+    import random
+
+    rng = random.Random(3)
+    for _ in range(20):
+        value, model = empty_user_value(), []
+        for _ in range(rng.randrange(1, 900)):
+            index = rng.randrange(rng.choice((5, 50, 400)))
+            touch_seen(value, index)
+            if index in model:
+                model.remove(index)
+            model.append(index)
+            del model[:-SEEN_CAP]
+        assert user_recent_items(value, SEEN_CAP).tolist() == model
