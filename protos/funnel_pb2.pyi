@@ -13,6 +13,12 @@ class Mode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     MODE_PERSONALIZED: _ClassVar[Mode]
     MODE_FALLBACK: _ClassVar[Mode]
 
+class ExperimentStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    EXPERIMENT_STATUS_UNSPECIFIED: _ClassVar[ExperimentStatus]
+    EXPERIMENT_RUNNING: _ClassVar[ExperimentStatus]
+    EXPERIMENT_STOPPED: _ClassVar[ExperimentStatus]
+
 class EventType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     EVENT_TYPE_UNSPECIFIED: _ClassVar[EventType]
@@ -27,6 +33,9 @@ class EventType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
 MODE_UNSPECIFIED: Mode
 MODE_PERSONALIZED: Mode
 MODE_FALLBACK: Mode
+EXPERIMENT_STATUS_UNSPECIFIED: ExperimentStatus
+EXPERIMENT_RUNNING: ExperimentStatus
+EXPERIMENT_STOPPED: ExperimentStatus
 EVENT_TYPE_UNSPECIFIED: EventType
 IMPRESSION: EventType
 VIEW: EventType
@@ -100,7 +109,7 @@ class FeedItem(_message.Message):
     def __init__(self, item_id: _Optional[str] = ..., score: _Optional[float] = ..., position: _Optional[int] = ..., reason: _Optional[str] = ..., sources: _Optional[_Iterable[str]] = ..., is_sponsored: _Optional[bool] = ..., title: _Optional[str] = ..., category: _Optional[str] = ..., maturity_rating: _Optional[str] = ...) -> None: ...
 
 class FeedResponse(_message.Message):
-    __slots__ = ("items", "mode", "degradation_level", "request_id", "model_version", "candidates_retrieved", "candidates_scored", "next_cursor", "server_time_us", "filtered", "sources_failed")
+    __slots__ = ("items", "mode", "degradation_level", "request_id", "model_version", "candidates_retrieved", "candidates_scored", "next_cursor", "server_time_us", "filtered", "sources_failed", "experiment", "variant", "config_version", "canary")
     class FilteredEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -119,6 +128,10 @@ class FeedResponse(_message.Message):
     SERVER_TIME_US_FIELD_NUMBER: _ClassVar[int]
     FILTERED_FIELD_NUMBER: _ClassVar[int]
     SOURCES_FAILED_FIELD_NUMBER: _ClassVar[int]
+    EXPERIMENT_FIELD_NUMBER: _ClassVar[int]
+    VARIANT_FIELD_NUMBER: _ClassVar[int]
+    CONFIG_VERSION_FIELD_NUMBER: _ClassVar[int]
+    CANARY_FIELD_NUMBER: _ClassVar[int]
     items: _containers.RepeatedCompositeFieldContainer[FeedItem]
     mode: Mode
     degradation_level: int
@@ -130,7 +143,11 @@ class FeedResponse(_message.Message):
     server_time_us: int
     filtered: _containers.ScalarMap[str, int]
     sources_failed: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, items: _Optional[_Iterable[_Union[FeedItem, _Mapping]]] = ..., mode: _Optional[_Union[Mode, str]] = ..., degradation_level: _Optional[int] = ..., request_id: _Optional[str] = ..., model_version: _Optional[str] = ..., candidates_retrieved: _Optional[int] = ..., candidates_scored: _Optional[int] = ..., next_cursor: _Optional[str] = ..., server_time_us: _Optional[int] = ..., filtered: _Optional[_Mapping[str, int]] = ..., sources_failed: _Optional[_Iterable[str]] = ...) -> None: ...
+    experiment: str
+    variant: str
+    config_version: int
+    canary: bool
+    def __init__(self, items: _Optional[_Iterable[_Union[FeedItem, _Mapping]]] = ..., mode: _Optional[_Union[Mode, str]] = ..., degradation_level: _Optional[int] = ..., request_id: _Optional[str] = ..., model_version: _Optional[str] = ..., candidates_retrieved: _Optional[int] = ..., candidates_scored: _Optional[int] = ..., next_cursor: _Optional[str] = ..., server_time_us: _Optional[int] = ..., filtered: _Optional[_Mapping[str, int]] = ..., sources_failed: _Optional[_Iterable[str]] = ..., experiment: _Optional[str] = ..., variant: _Optional[str] = ..., config_version: _Optional[int] = ..., canary: _Optional[bool] = ...) -> None: ...
 
 class SurfaceRules(_message.Message):
     __slots__ = ("max_per_category", "max_streak", "freshness_weight", "sponsored_positions", "editorial_weight", "frequency_cap", "campaign_frequency_cap", "frequency_window_s")
@@ -153,7 +170,7 @@ class SurfaceRules(_message.Message):
     def __init__(self, max_per_category: _Optional[int] = ..., max_streak: _Optional[int] = ..., freshness_weight: _Optional[float] = ..., sponsored_positions: _Optional[_Iterable[int]] = ..., editorial_weight: _Optional[float] = ..., frequency_cap: _Optional[int] = ..., campaign_frequency_cap: _Optional[int] = ..., frequency_window_s: _Optional[int] = ...) -> None: ...
 
 class Tenant(_message.Message):
-    __slots__ = ("tenant_id", "name", "maturity_policy", "personalization_enabled", "default_limit", "max_limit", "latency_budget_ms", "blocked_item_ids", "blocked_categories", "boosted_item_ids", "surfaces", "linear_model_json", "version", "api_keys", "rotate_keys", "api_key_count")
+    __slots__ = ("tenant_id", "name", "maturity_policy", "personalization_enabled", "default_limit", "max_limit", "latency_budget_ms", "blocked_item_ids", "blocked_categories", "boosted_item_ids", "surfaces", "linear_model_json", "version", "api_keys", "rotate_keys", "api_key_count", "experiments")
     class SurfacesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -177,6 +194,7 @@ class Tenant(_message.Message):
     API_KEYS_FIELD_NUMBER: _ClassVar[int]
     ROTATE_KEYS_FIELD_NUMBER: _ClassVar[int]
     API_KEY_COUNT_FIELD_NUMBER: _ClassVar[int]
+    EXPERIMENTS_FIELD_NUMBER: _ClassVar[int]
     tenant_id: str
     name: str
     maturity_policy: str
@@ -193,7 +211,60 @@ class Tenant(_message.Message):
     api_keys: _containers.RepeatedScalarFieldContainer[str]
     rotate_keys: bool
     api_key_count: int
-    def __init__(self, tenant_id: _Optional[str] = ..., name: _Optional[str] = ..., maturity_policy: _Optional[str] = ..., personalization_enabled: _Optional[bool] = ..., default_limit: _Optional[int] = ..., max_limit: _Optional[int] = ..., latency_budget_ms: _Optional[int] = ..., blocked_item_ids: _Optional[_Iterable[str]] = ..., blocked_categories: _Optional[_Iterable[str]] = ..., boosted_item_ids: _Optional[_Iterable[str]] = ..., surfaces: _Optional[_Mapping[str, SurfaceRules]] = ..., linear_model_json: _Optional[str] = ..., version: _Optional[int] = ..., api_keys: _Optional[_Iterable[str]] = ..., rotate_keys: _Optional[bool] = ..., api_key_count: _Optional[int] = ...) -> None: ...
+    experiments: _containers.RepeatedCompositeFieldContainer[Experiment]
+    def __init__(self, tenant_id: _Optional[str] = ..., name: _Optional[str] = ..., maturity_policy: _Optional[str] = ..., personalization_enabled: _Optional[bool] = ..., default_limit: _Optional[int] = ..., max_limit: _Optional[int] = ..., latency_budget_ms: _Optional[int] = ..., blocked_item_ids: _Optional[_Iterable[str]] = ..., blocked_categories: _Optional[_Iterable[str]] = ..., boosted_item_ids: _Optional[_Iterable[str]] = ..., surfaces: _Optional[_Mapping[str, SurfaceRules]] = ..., linear_model_json: _Optional[str] = ..., version: _Optional[int] = ..., api_keys: _Optional[_Iterable[str]] = ..., rotate_keys: _Optional[bool] = ..., api_key_count: _Optional[int] = ..., experiments: _Optional[_Iterable[_Union[Experiment, _Mapping]]] = ...) -> None: ...
+
+class Experiment(_message.Message):
+    __slots__ = ("name", "surface", "salt", "status", "variants")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SURFACE_FIELD_NUMBER: _ClassVar[int]
+    SALT_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    VARIANTS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    surface: str
+    salt: str
+    status: ExperimentStatus
+    variants: _containers.RepeatedCompositeFieldContainer[Variant]
+    def __init__(self, name: _Optional[str] = ..., surface: _Optional[str] = ..., salt: _Optional[str] = ..., status: _Optional[_Union[ExperimentStatus, str]] = ..., variants: _Optional[_Iterable[_Union[Variant, _Mapping]]] = ...) -> None: ...
+
+class Variant(_message.Message):
+    __slots__ = ("name", "weight", "model_version", "rules")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    RULES_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    weight: int
+    model_version: str
+    rules: RuleOverrides
+    def __init__(self, name: _Optional[str] = ..., weight: _Optional[int] = ..., model_version: _Optional[str] = ..., rules: _Optional[_Union[RuleOverrides, _Mapping]] = ...) -> None: ...
+
+class RuleOverrides(_message.Message):
+    __slots__ = ("max_per_category", "max_streak", "freshness_weight", "sponsored_positions", "editorial_weight", "frequency_cap", "campaign_frequency_cap", "frequency_window_s")
+    MAX_PER_CATEGORY_FIELD_NUMBER: _ClassVar[int]
+    MAX_STREAK_FIELD_NUMBER: _ClassVar[int]
+    FRESHNESS_WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    SPONSORED_POSITIONS_FIELD_NUMBER: _ClassVar[int]
+    EDITORIAL_WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    FREQUENCY_CAP_FIELD_NUMBER: _ClassVar[int]
+    CAMPAIGN_FREQUENCY_CAP_FIELD_NUMBER: _ClassVar[int]
+    FREQUENCY_WINDOW_S_FIELD_NUMBER: _ClassVar[int]
+    max_per_category: int
+    max_streak: int
+    freshness_weight: float
+    sponsored_positions: SponsoredPositions
+    editorial_weight: float
+    frequency_cap: int
+    campaign_frequency_cap: int
+    frequency_window_s: int
+    def __init__(self, max_per_category: _Optional[int] = ..., max_streak: _Optional[int] = ..., freshness_weight: _Optional[float] = ..., sponsored_positions: _Optional[_Union[SponsoredPositions, _Mapping]] = ..., editorial_weight: _Optional[float] = ..., frequency_cap: _Optional[int] = ..., campaign_frequency_cap: _Optional[int] = ..., frequency_window_s: _Optional[int] = ...) -> None: ...
+
+class SponsoredPositions(_message.Message):
+    __slots__ = ("positions",)
+    POSITIONS_FIELD_NUMBER: _ClassVar[int]
+    positions: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, positions: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class UpsertTenantRequest(_message.Message):
     __slots__ = ("tenant",)
@@ -206,6 +277,36 @@ class GetTenantRequest(_message.Message):
     TENANT_ID_FIELD_NUMBER: _ClassVar[int]
     tenant_id: str
     def __init__(self, tenant_id: _Optional[str] = ...) -> None: ...
+
+class RestoreConfigRequest(_message.Message):
+    __slots__ = ("tenant_id", "version")
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    tenant_id: str
+    version: int
+    def __init__(self, tenant_id: _Optional[str] = ..., version: _Optional[int] = ...) -> None: ...
+
+class ConfigVersion(_message.Message):
+    __slots__ = ("version", "updated_at", "summary")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
+    SUMMARY_FIELD_NUMBER: _ClassVar[int]
+    version: int
+    updated_at: float
+    summary: str
+    def __init__(self, version: _Optional[int] = ..., updated_at: _Optional[float] = ..., summary: _Optional[str] = ...) -> None: ...
+
+class ConfigVersions(_message.Message):
+    __slots__ = ("tenant_id", "current_version", "versions", "truncated")
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    CURRENT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATED_FIELD_NUMBER: _ClassVar[int]
+    tenant_id: str
+    current_version: int
+    versions: _containers.RepeatedCompositeFieldContainer[ConfigVersion]
+    truncated: bool
+    def __init__(self, tenant_id: _Optional[str] = ..., current_version: _Optional[int] = ..., versions: _Optional[_Iterable[_Union[ConfigVersion, _Mapping]]] = ..., truncated: _Optional[bool] = ...) -> None: ...
 
 class Item(_message.Message):
     __slots__ = ("tenant_id", "item_id", "title", "categories", "maturity_rating", "created_at_s", "active", "sponsored", "editorial_boost", "campaign_id")
@@ -276,20 +377,22 @@ class ConsentRequest(_message.Message):
     def __init__(self, tenant_id: _Optional[str] = ..., user_id: _Optional[str] = ..., personalized: _Optional[bool] = ...) -> None: ...
 
 class UserErasure(_message.Message):
-    __slots__ = ("user_id", "had_features", "events_purged", "outbox_removed", "erased_through_seq", "erased_at_ms")
+    __slots__ = ("user_id", "had_features", "events_purged", "outbox_removed", "erased_through_seq", "erased_at_ms", "decisions_purged")
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     HAD_FEATURES_FIELD_NUMBER: _ClassVar[int]
     EVENTS_PURGED_FIELD_NUMBER: _ClassVar[int]
     OUTBOX_REMOVED_FIELD_NUMBER: _ClassVar[int]
     ERASED_THROUGH_SEQ_FIELD_NUMBER: _ClassVar[int]
     ERASED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    DECISIONS_PURGED_FIELD_NUMBER: _ClassVar[int]
     user_id: str
     had_features: bool
     events_purged: int
     outbox_removed: int
     erased_through_seq: int
     erased_at_ms: int
-    def __init__(self, user_id: _Optional[str] = ..., had_features: _Optional[bool] = ..., events_purged: _Optional[int] = ..., outbox_removed: _Optional[int] = ..., erased_through_seq: _Optional[int] = ..., erased_at_ms: _Optional[int] = ...) -> None: ...
+    decisions_purged: int
+    def __init__(self, user_id: _Optional[str] = ..., had_features: _Optional[bool] = ..., events_purged: _Optional[int] = ..., outbox_removed: _Optional[int] = ..., erased_through_seq: _Optional[int] = ..., erased_at_ms: _Optional[int] = ..., decisions_purged: _Optional[int] = ...) -> None: ...
 
 class CategoryAffinity(_message.Message):
     __slots__ = ("category", "weight")
@@ -370,3 +473,239 @@ class UserSignals(_message.Message):
     top_categories: _containers.RepeatedCompositeFieldContainer[CategoryAffinity]
     recent_item_ids: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, user_id: _Optional[str] = ..., known: _Optional[bool] = ..., activity: _Optional[float] = ..., skip_rate: _Optional[float] = ..., last_active_day: _Optional[int] = ..., personalization_consent: _Optional[bool] = ..., has_embedding: _Optional[bool] = ..., top_categories: _Optional[_Iterable[_Union[CategoryAffinity, _Mapping]]] = ..., recent_item_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class Decision(_message.Message):
+    __slots__ = ("request_id", "tenant_id", "user_id", "user_hash", "surface", "feed", "related", "items", "model_version", "config_version", "experiment", "variant", "degradation_level", "mode", "latency_us", "served_at_ms", "canary")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    USER_HASH_FIELD_NUMBER: _ClassVar[int]
+    SURFACE_FIELD_NUMBER: _ClassVar[int]
+    FEED_FIELD_NUMBER: _ClassVar[int]
+    RELATED_FIELD_NUMBER: _ClassVar[int]
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    CONFIG_VERSION_FIELD_NUMBER: _ClassVar[int]
+    EXPERIMENT_FIELD_NUMBER: _ClassVar[int]
+    VARIANT_FIELD_NUMBER: _ClassVar[int]
+    DEGRADATION_LEVEL_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_US_FIELD_NUMBER: _ClassVar[int]
+    SERVED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    CANARY_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    tenant_id: str
+    user_id: str
+    user_hash: str
+    surface: str
+    feed: FeedRequest
+    related: RelatedRequest
+    items: _containers.RepeatedCompositeFieldContainer[FeedItem]
+    model_version: str
+    config_version: int
+    experiment: str
+    variant: str
+    degradation_level: int
+    mode: Mode
+    latency_us: int
+    served_at_ms: int
+    canary: bool
+    def __init__(self, request_id: _Optional[str] = ..., tenant_id: _Optional[str] = ..., user_id: _Optional[str] = ..., user_hash: _Optional[str] = ..., surface: _Optional[str] = ..., feed: _Optional[_Union[FeedRequest, _Mapping]] = ..., related: _Optional[_Union[RelatedRequest, _Mapping]] = ..., items: _Optional[_Iterable[_Union[FeedItem, _Mapping]]] = ..., model_version: _Optional[str] = ..., config_version: _Optional[int] = ..., experiment: _Optional[str] = ..., variant: _Optional[str] = ..., degradation_level: _Optional[int] = ..., mode: _Optional[_Union[Mode, str]] = ..., latency_us: _Optional[int] = ..., served_at_ms: _Optional[int] = ..., canary: _Optional[bool] = ...) -> None: ...
+
+class BatchPlanRequest(_message.Message):
+    __slots__ = ("tenant_id", "surface", "segment", "limit", "max_users", "valid_hours")
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    SURFACE_FIELD_NUMBER: _ClassVar[int]
+    SEGMENT_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    MAX_USERS_FIELD_NUMBER: _ClassVar[int]
+    VALID_HOURS_FIELD_NUMBER: _ClassVar[int]
+    tenant_id: str
+    surface: str
+    segment: str
+    limit: int
+    max_users: int
+    valid_hours: int
+    def __init__(self, tenant_id: _Optional[str] = ..., surface: _Optional[str] = ..., segment: _Optional[str] = ..., limit: _Optional[int] = ..., max_users: _Optional[int] = ..., valid_hours: _Optional[int] = ...) -> None: ...
+
+class BatchPlanRow(_message.Message):
+    __slots__ = ("user_id", "surface", "items", "model_version", "config_version", "degradation_level", "generated_at_ms", "valid_until_ms")
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    SURFACE_FIELD_NUMBER: _ClassVar[int]
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    CONFIG_VERSION_FIELD_NUMBER: _ClassVar[int]
+    DEGRADATION_LEVEL_FIELD_NUMBER: _ClassVar[int]
+    GENERATED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    VALID_UNTIL_MS_FIELD_NUMBER: _ClassVar[int]
+    user_id: str
+    surface: str
+    items: _containers.RepeatedCompositeFieldContainer[FeedItem]
+    model_version: str
+    config_version: int
+    degradation_level: int
+    generated_at_ms: int
+    valid_until_ms: int
+    def __init__(self, user_id: _Optional[str] = ..., surface: _Optional[str] = ..., items: _Optional[_Iterable[_Union[FeedItem, _Mapping]]] = ..., model_version: _Optional[str] = ..., config_version: _Optional[int] = ..., degradation_level: _Optional[int] = ..., generated_at_ms: _Optional[int] = ..., valid_until_ms: _Optional[int] = ...) -> None: ...
+
+class ModelChunk(_message.Message):
+    __slots__ = ("tenant_id", "kind", "features", "uploaded_by", "metrics_json", "data")
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    FEATURES_FIELD_NUMBER: _ClassVar[int]
+    UPLOADED_BY_FIELD_NUMBER: _ClassVar[int]
+    METRICS_JSON_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    tenant_id: str
+    kind: str
+    features: _containers.RepeatedScalarFieldContainer[str]
+    uploaded_by: str
+    metrics_json: str
+    data: bytes
+    def __init__(self, tenant_id: _Optional[str] = ..., kind: _Optional[str] = ..., features: _Optional[_Iterable[str]] = ..., uploaded_by: _Optional[str] = ..., metrics_json: _Optional[str] = ..., data: _Optional[bytes] = ...) -> None: ...
+
+class ModelInfo(_message.Message):
+    __slots__ = ("tenant_id", "version", "kind", "features", "uploaded_by", "uploaded_at_s", "metrics_json", "size_bytes", "created")
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    FEATURES_FIELD_NUMBER: _ClassVar[int]
+    UPLOADED_BY_FIELD_NUMBER: _ClassVar[int]
+    UPLOADED_AT_S_FIELD_NUMBER: _ClassVar[int]
+    METRICS_JSON_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    CREATED_FIELD_NUMBER: _ClassVar[int]
+    tenant_id: str
+    version: str
+    kind: str
+    features: _containers.RepeatedScalarFieldContainer[str]
+    uploaded_by: str
+    uploaded_at_s: float
+    metrics_json: str
+    size_bytes: int
+    created: bool
+    def __init__(self, tenant_id: _Optional[str] = ..., version: _Optional[str] = ..., kind: _Optional[str] = ..., features: _Optional[_Iterable[str]] = ..., uploaded_by: _Optional[str] = ..., uploaded_at_s: _Optional[float] = ..., metrics_json: _Optional[str] = ..., size_bytes: _Optional[int] = ..., created: _Optional[bool] = ...) -> None: ...
+
+class ListModelsRequest(_message.Message):
+    __slots__ = ("tenant_id", "kind")
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    tenant_id: str
+    kind: str
+    def __init__(self, tenant_id: _Optional[str] = ..., kind: _Optional[str] = ...) -> None: ...
+
+class ModelList(_message.Message):
+    __slots__ = ("models",)
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    models: _containers.RepeatedCompositeFieldContainer[ModelInfo]
+    def __init__(self, models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ...) -> None: ...
+
+class Guardrails(_message.Message):
+    __slots__ = ("max_error_rate", "max_nan_rate", "max_p99_ms", "min_requests")
+    MAX_ERROR_RATE_FIELD_NUMBER: _ClassVar[int]
+    MAX_NAN_RATE_FIELD_NUMBER: _ClassVar[int]
+    MAX_P99_MS_FIELD_NUMBER: _ClassVar[int]
+    MIN_REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    max_error_rate: float
+    max_nan_rate: float
+    max_p99_ms: float
+    min_requests: int
+    def __init__(self, max_error_rate: _Optional[float] = ..., max_nan_rate: _Optional[float] = ..., max_p99_ms: _Optional[float] = ..., min_requests: _Optional[int] = ...) -> None: ...
+
+class DeployModelRequest(_message.Message):
+    __slots__ = ("tenant_id", "surface", "kind", "version", "canary_percent", "guardrails", "actor", "reason")
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    SURFACE_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    CANARY_PERCENT_FIELD_NUMBER: _ClassVar[int]
+    GUARDRAILS_FIELD_NUMBER: _ClassVar[int]
+    ACTOR_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    tenant_id: str
+    surface: str
+    kind: str
+    version: str
+    canary_percent: float
+    guardrails: Guardrails
+    actor: str
+    reason: str
+    def __init__(self, tenant_id: _Optional[str] = ..., surface: _Optional[str] = ..., kind: _Optional[str] = ..., version: _Optional[str] = ..., canary_percent: _Optional[float] = ..., guardrails: _Optional[_Union[Guardrails, _Mapping]] = ..., actor: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class RampModelRequest(_message.Message):
+    __slots__ = ("tenant_id", "surface", "kind", "percent", "actor", "reason")
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    SURFACE_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    PERCENT_FIELD_NUMBER: _ClassVar[int]
+    ACTOR_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    tenant_id: str
+    surface: str
+    kind: str
+    percent: float
+    actor: str
+    reason: str
+    def __init__(self, tenant_id: _Optional[str] = ..., surface: _Optional[str] = ..., kind: _Optional[str] = ..., percent: _Optional[float] = ..., actor: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class RollbackModelRequest(_message.Message):
+    __slots__ = ("tenant_id", "surface", "kind", "actor", "reason")
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    SURFACE_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    ACTOR_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    tenant_id: str
+    surface: str
+    kind: str
+    actor: str
+    reason: str
+    def __init__(self, tenant_id: _Optional[str] = ..., surface: _Optional[str] = ..., kind: _Optional[str] = ..., actor: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class DeployEvent(_message.Message):
+    __slots__ = ("at_s", "action", "actor", "reason", "stable", "canary", "canary_percent", "dropped", "measured_json")
+    AT_S_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    ACTOR_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    STABLE_FIELD_NUMBER: _ClassVar[int]
+    CANARY_FIELD_NUMBER: _ClassVar[int]
+    CANARY_PERCENT_FIELD_NUMBER: _ClassVar[int]
+    DROPPED_FIELD_NUMBER: _ClassVar[int]
+    MEASURED_JSON_FIELD_NUMBER: _ClassVar[int]
+    at_s: float
+    action: str
+    actor: str
+    reason: str
+    stable: str
+    canary: str
+    canary_percent: float
+    dropped: str
+    measured_json: str
+    def __init__(self, at_s: _Optional[float] = ..., action: _Optional[str] = ..., actor: _Optional[str] = ..., reason: _Optional[str] = ..., stable: _Optional[str] = ..., canary: _Optional[str] = ..., canary_percent: _Optional[float] = ..., dropped: _Optional[str] = ..., measured_json: _Optional[str] = ...) -> None: ...
+
+class Deployment(_message.Message):
+    __slots__ = ("tenant_id", "surface", "kind", "stable", "canary", "canary_percent", "guardrails", "history")
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    SURFACE_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    STABLE_FIELD_NUMBER: _ClassVar[int]
+    CANARY_FIELD_NUMBER: _ClassVar[int]
+    CANARY_PERCENT_FIELD_NUMBER: _ClassVar[int]
+    GUARDRAILS_FIELD_NUMBER: _ClassVar[int]
+    HISTORY_FIELD_NUMBER: _ClassVar[int]
+    tenant_id: str
+    surface: str
+    kind: str
+    stable: str
+    canary: str
+    canary_percent: float
+    guardrails: Guardrails
+    history: _containers.RepeatedCompositeFieldContainer[DeployEvent]
+    def __init__(self, tenant_id: _Optional[str] = ..., surface: _Optional[str] = ..., kind: _Optional[str] = ..., stable: _Optional[str] = ..., canary: _Optional[str] = ..., canary_percent: _Optional[float] = ..., guardrails: _Optional[_Union[Guardrails, _Mapping]] = ..., history: _Optional[_Iterable[_Union[DeployEvent, _Mapping]]] = ...) -> None: ...
+
+class DeploymentList(_message.Message):
+    __slots__ = ("deployments",)
+    DEPLOYMENTS_FIELD_NUMBER: _ClassVar[int]
+    deployments: _containers.RepeatedCompositeFieldContainer[Deployment]
+    def __init__(self, deployments: _Optional[_Iterable[_Union[Deployment, _Mapping]]] = ...) -> None: ...

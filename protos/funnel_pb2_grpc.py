@@ -270,6 +270,51 @@ class AdminStub:
                 request_serializer=protos_dot_funnel__pb2.ConsentRequest.SerializeToString,
                 response_deserializer=protos_dot_funnel__pb2.UserSignals.FromString,
                 _registered_method=True)
+        self.BatchPlan = channel.unary_stream(
+                '/funnel.v1.Admin/BatchPlan',
+                request_serializer=protos_dot_funnel__pb2.BatchPlanRequest.SerializeToString,
+                response_deserializer=protos_dot_funnel__pb2.BatchPlanRow.FromString,
+                _registered_method=True)
+        self.ListConfigVersions = channel.unary_unary(
+                '/funnel.v1.Admin/ListConfigVersions',
+                request_serializer=protos_dot_funnel__pb2.GetTenantRequest.SerializeToString,
+                response_deserializer=protos_dot_funnel__pb2.ConfigVersions.FromString,
+                _registered_method=True)
+        self.RestoreConfig = channel.unary_unary(
+                '/funnel.v1.Admin/RestoreConfig',
+                request_serializer=protos_dot_funnel__pb2.RestoreConfigRequest.SerializeToString,
+                response_deserializer=protos_dot_funnel__pb2.Tenant.FromString,
+                _registered_method=True)
+        self.UploadModel = channel.stream_unary(
+                '/funnel.v1.Admin/UploadModel',
+                request_serializer=protos_dot_funnel__pb2.ModelChunk.SerializeToString,
+                response_deserializer=protos_dot_funnel__pb2.ModelInfo.FromString,
+                _registered_method=True)
+        self.ListModels = channel.unary_unary(
+                '/funnel.v1.Admin/ListModels',
+                request_serializer=protos_dot_funnel__pb2.ListModelsRequest.SerializeToString,
+                response_deserializer=protos_dot_funnel__pb2.ModelList.FromString,
+                _registered_method=True)
+        self.DeployModel = channel.unary_unary(
+                '/funnel.v1.Admin/DeployModel',
+                request_serializer=protos_dot_funnel__pb2.DeployModelRequest.SerializeToString,
+                response_deserializer=protos_dot_funnel__pb2.Deployment.FromString,
+                _registered_method=True)
+        self.RampModel = channel.unary_unary(
+                '/funnel.v1.Admin/RampModel',
+                request_serializer=protos_dot_funnel__pb2.RampModelRequest.SerializeToString,
+                response_deserializer=protos_dot_funnel__pb2.Deployment.FromString,
+                _registered_method=True)
+        self.RollbackModel = channel.unary_unary(
+                '/funnel.v1.Admin/RollbackModel',
+                request_serializer=protos_dot_funnel__pb2.RollbackModelRequest.SerializeToString,
+                response_deserializer=protos_dot_funnel__pb2.Deployment.FromString,
+                _registered_method=True)
+        self.ListDeployments = channel.unary_unary(
+                '/funnel.v1.Admin/ListDeployments',
+                request_serializer=protos_dot_funnel__pb2.GetTenantRequest.SerializeToString,
+                response_deserializer=protos_dot_funnel__pb2.DeploymentList.FromString,
+                _registered_method=True)
 
 
 class AdminServicer:
@@ -314,6 +359,7 @@ class AdminServicer:
 
     def DeleteUser(self, request, context):
         """Erasure (GDPR): the user's events leave the event stream and this node's outbox,
+        their logged decisions leave FUNNEL_DECISIONS (by the same subject user hash),
         their features and cached rankings go, and no event of theirs from before the
         erasure is ever applied; the next request treats them as a new user.
         UNAVAILABLE while NATS is unreachable (nothing erased: retry); FAILED_PRECONDITION
@@ -327,6 +373,83 @@ class AdminServicer:
         """Personalisation consent. Opting out drops the user's features at once and keeps
         their later events out of the store; opting in lets new events count again.
         """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def BatchPlan(self, request, context):
+        """Precomputed feeds: runs GetFeed's code path for each user of a segment (at most
+        max_users) and streams one row per user. INVALID_ARGUMENT for an unknown surface
+        or segment, NOT_FOUND for an unknown tenant.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListConfigVersions(self, request, context):
+        """Config history: every UpsertTenant/RestoreConfig stores the full config as a new
+        version. Lists the newest CONFIG_VERSIONS_PAGE (100) versions, newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RestoreConfig(self, request, context):
+        """Writes the config of an earlier version as a NEW version (history is append-only).
+        API keys are NOT restored: the tenant keeps its CURRENT keys, so a restore never
+        brings back a rotated (revoked) key. NOT_FOUND for an unknown tenant or version;
+        FAILED_PRECONDITION when the old config no longer passes today's validation.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UploadModel(self, request_iterator, context):
+        """Model registry (server.models.registry). First chunk: tenant_id, kind, features,
+        uploaded_by, metrics_json (and maybe bytes); later chunks: bytes only. At most
+        64 MiB in all (RESOURCE_EXHAUSTED above). The model is validated before anything
+        is stored (INVALID_ARGUMENT with the reason): loads in ONNX Runtime, one float32
+        input [N, len(features)], output [N] or [N, 1], known feature names, finite scores
+        on a probe batch. Its version is the sha256 of the bytes; uploading the same bytes
+        again answers the existing record.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListModels(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeployModel(self, request, context):
+        """Deployments per tenant, kind and surface ("*" = every surface without its own).
+        canary_percent 100 promotes at once; below 100 the version serves that share of
+        users as a canary, rolled back automatically when a guardrail breaks. NOT_FOUND:
+        unknown tenant or version; FAILED_PRECONDITION: a version of the other kind, or a
+        rank model for a tenant that ranks with linear_model_json.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RampModel(self, request, context):
+        """Moves the canary's share; 100 promotes it. FAILED_PRECONDITION without a canary.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RollbackModel(self, request, context):
+        """Drops the canary (stable stays), or without a canary returns to the previous stable.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListDeployments(self, request, context):
+        """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -373,6 +496,51 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.SetConsent,
                     request_deserializer=protos_dot_funnel__pb2.ConsentRequest.FromString,
                     response_serializer=protos_dot_funnel__pb2.UserSignals.SerializeToString,
+            ),
+            'BatchPlan': grpc.unary_stream_rpc_method_handler(
+                    servicer.BatchPlan,
+                    request_deserializer=protos_dot_funnel__pb2.BatchPlanRequest.FromString,
+                    response_serializer=protos_dot_funnel__pb2.BatchPlanRow.SerializeToString,
+            ),
+            'ListConfigVersions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListConfigVersions,
+                    request_deserializer=protos_dot_funnel__pb2.GetTenantRequest.FromString,
+                    response_serializer=protos_dot_funnel__pb2.ConfigVersions.SerializeToString,
+            ),
+            'RestoreConfig': grpc.unary_unary_rpc_method_handler(
+                    servicer.RestoreConfig,
+                    request_deserializer=protos_dot_funnel__pb2.RestoreConfigRequest.FromString,
+                    response_serializer=protos_dot_funnel__pb2.Tenant.SerializeToString,
+            ),
+            'UploadModel': grpc.stream_unary_rpc_method_handler(
+                    servicer.UploadModel,
+                    request_deserializer=protos_dot_funnel__pb2.ModelChunk.FromString,
+                    response_serializer=protos_dot_funnel__pb2.ModelInfo.SerializeToString,
+            ),
+            'ListModels': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListModels,
+                    request_deserializer=protos_dot_funnel__pb2.ListModelsRequest.FromString,
+                    response_serializer=protos_dot_funnel__pb2.ModelList.SerializeToString,
+            ),
+            'DeployModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeployModel,
+                    request_deserializer=protos_dot_funnel__pb2.DeployModelRequest.FromString,
+                    response_serializer=protos_dot_funnel__pb2.Deployment.SerializeToString,
+            ),
+            'RampModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.RampModel,
+                    request_deserializer=protos_dot_funnel__pb2.RampModelRequest.FromString,
+                    response_serializer=protos_dot_funnel__pb2.Deployment.SerializeToString,
+            ),
+            'RollbackModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.RollbackModel,
+                    request_deserializer=protos_dot_funnel__pb2.RollbackModelRequest.FromString,
+                    response_serializer=protos_dot_funnel__pb2.Deployment.SerializeToString,
+            ),
+            'ListDeployments': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDeployments,
+                    request_deserializer=protos_dot_funnel__pb2.GetTenantRequest.FromString,
+                    response_serializer=protos_dot_funnel__pb2.DeploymentList.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -591,6 +759,249 @@ class Admin:
             '/funnel.v1.Admin/SetConsent',
             protos_dot_funnel__pb2.ConsentRequest.SerializeToString,
             protos_dot_funnel__pb2.UserSignals.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BatchPlan(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/funnel.v1.Admin/BatchPlan',
+            protos_dot_funnel__pb2.BatchPlanRequest.SerializeToString,
+            protos_dot_funnel__pb2.BatchPlanRow.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListConfigVersions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/funnel.v1.Admin/ListConfigVersions',
+            protos_dot_funnel__pb2.GetTenantRequest.SerializeToString,
+            protos_dot_funnel__pb2.ConfigVersions.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RestoreConfig(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/funnel.v1.Admin/RestoreConfig',
+            protos_dot_funnel__pb2.RestoreConfigRequest.SerializeToString,
+            protos_dot_funnel__pb2.Tenant.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UploadModel(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/funnel.v1.Admin/UploadModel',
+            protos_dot_funnel__pb2.ModelChunk.SerializeToString,
+            protos_dot_funnel__pb2.ModelInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListModels(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/funnel.v1.Admin/ListModels',
+            protos_dot_funnel__pb2.ListModelsRequest.SerializeToString,
+            protos_dot_funnel__pb2.ModelList.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeployModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/funnel.v1.Admin/DeployModel',
+            protos_dot_funnel__pb2.DeployModelRequest.SerializeToString,
+            protos_dot_funnel__pb2.Deployment.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RampModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/funnel.v1.Admin/RampModel',
+            protos_dot_funnel__pb2.RampModelRequest.SerializeToString,
+            protos_dot_funnel__pb2.Deployment.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RollbackModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/funnel.v1.Admin/RollbackModel',
+            protos_dot_funnel__pb2.RollbackModelRequest.SerializeToString,
+            protos_dot_funnel__pb2.Deployment.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDeployments(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/funnel.v1.Admin/ListDeployments',
+            protos_dot_funnel__pb2.GetTenantRequest.SerializeToString,
+            protos_dot_funnel__pb2.DeploymentList.FromString,
             options,
             channel_credentials,
             insecure,

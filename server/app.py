@@ -18,6 +18,7 @@ from grpc_reflection.v1alpha import reflection
 
 from protos import funnel_pb2, funnel_pb2_grpc
 from server.cursor import CursorCodec
+from server.decisions.log import DecisionLog
 from server.metrics import Metrics
 from server.pipeline.default import default_funnel
 from server.runtime import RuntimeRegistry
@@ -46,6 +47,7 @@ class ServeSettings:
     embedded_nats: bool = True     # with nats_url "": run nats-server -js on 127.0.0.1:nats_port
     nats_port: int = 4222          # 0 = any free port
     ingest: bool = True            # run the ingest worker process (JetStream -> LMDB user features)
+    decision_log: bool = True      # with NATS: log every served response to FUNNEL_DECISIONS (server.decisions)
 
 
 def load_settings(path: str, **overrides) -> ServeSettings:
@@ -103,7 +105,8 @@ class ServingApp:
         self.settings = settings
         self.store = LmdbStore.open(settings.data_dir)
         self.metrics = Metrics()
-        self.registry = RuntimeRegistry(self.store, settings.data_dir, refresh_s=settings.refresh_s)
+        self.registry = RuntimeRegistry(self.store, settings.data_dir, refresh_s=settings.refresh_s,
+                                        metrics=self.metrics)
         self.funnel = default_funnel(self.metrics)
         with self.store.snapshot() as snap:
             secret = self.store.get_json(snap.txn, "meta", b"cursor_secret")
@@ -179,8 +182,11 @@ async def serve_async(settings: ServeSettings, worker_index: int = 0, ready=None
         ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
     ])
-    funnel_pb2_grpc.add_RecommenderServicer_to_server(RecommenderServicer(app), server)
     events = EventsServicer(app, forward=worker_index == 0)  # one outbox forwarder per serve
+    # served responses go to JetStream over the same NATS connection (dropped and counted without it)
+    decisions = (DecisionLog(events.publisher, app.metrics) if settings.decision_log and settings.nats_url
+                 else None)
+    funnel_pb2_grpc.add_RecommenderServicer_to_server(RecommenderServicer(app, decisions), server)
     # DeleteUser purges the user's events through this process's NATS connection
     funnel_pb2_grpc.add_AdminServicer_to_server(AdminServicer(app, events.publisher), server)
     funnel_pb2_grpc.add_EventsServicer_to_server(events, server)
@@ -199,6 +205,8 @@ async def serve_async(settings: ServeSettings, worker_index: int = 0, ready=None
     if server.add_insecure_port(address) == 0:
         raise SystemExit(f"cannot listen on {address}")
     await events.start()  # connected to NATS (or given up waiting) before the port opens
+    if decisions is not None:
+        decisions.start()
     await server.start()
     for name in health_names:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -216,6 +224,8 @@ async def serve_async(settings: ServeSettings, worker_index: int = 0, ready=None
     log.info("worker %d draining (grace %.1fs)", worker_index, settings.grace_s)
     await health_servicer.enter_graceful_shutdown()
     await server.stop(settings.grace_s)
+    if decisions is not None:
+        await decisions.close()  # publishes what is buffered (bounded), over the still-open connection
     await events.close()
     app.store.close()
 

@@ -64,9 +64,67 @@ def _create_tenant(data_dir: str, tenant_id: str, maturity: str, name: str = "")
     return key
 
 
+def _tenant_history(data_dir: str, tenant_id: str, limit: int) -> int:
+    from server.store import LmdbStore
+    from server.tenancy import TenantRegistry
+
+    store = LmdbStore.open(data_dir, readonly=True)
+    try:
+        registry = TenantRegistry(store)
+        with store.snapshot() as snap:
+            current = registry.get(snap.txn, tenant_id)
+            if current is None:
+                print(f"error: tenant {tenant_id!r} does not exist", file=sys.stderr)
+                return 1
+            rows, truncated = registry.version_log(snap.txn, current, limit)
+    finally:
+        store.close()
+    for version, updated_at, summary in rows:
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(updated_at))
+        print(f"v{version:<5d} {stamp} UTC  {summary}{'  (current)' if version == current.version else ''}")
+    if truncated:
+        print(f"... older versions exist (--limit to see more than {limit})")
+    return 0
+
+
+def _tenant_restore(data_dir: str, tenant_id: str, version: int) -> int:
+    from server.store import LmdbStore
+    from server.tenancy import ConfigError, TenantRegistry, VersionNotFound
+
+    store = LmdbStore.open(data_dir)
+    try:
+        stored = TenantRegistry(store).restore(tenant_id, version)
+    except (VersionNotFound, ConfigError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        store.close()
+    print(f"tenant {tenant_id}: version {version} restored as version {stored.version} (API keys kept as they are; "
+          "serving processes follow within a second)")
+    return 0
+
+
 def cmd_tenant(args) -> int:
+    if args.history:
+        return _tenant_history(args.data_dir, args.tenant, args.limit)
+    if args.restore:
+        return _tenant_restore(args.data_dir, args.tenant, args.restore)
     key = _create_tenant(args.data_dir, args.tenant, args.maturity, args.name)
     print(f"tenant {args.tenant}: new API key (shown once; send as x-api-key): {key}")
+    return 0
+
+
+def cmd_experiments_report(args) -> int:
+    import json
+
+    from ops.experiments.report import ReportError, experiment_report, format_report
+
+    try:
+        report = experiment_report(args.data_dir, args.tenant, args.experiment, args.nats)
+    except ReportError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(report, indent=2) if args.json else format_report(report, args.tenant))
     return 0
 
 
@@ -83,7 +141,8 @@ def _settings(args):
 
     flags = dict(data_dir=args.data_dir, host=args.host, port=args.port, workers=args.workers,
                  metrics_port=args.metrics_port, grace_s=args.grace, nats_url=args.nats, nats_port=args.nats_port,
-                 embedded_nats=False if args.no_embedded_nats else None, ingest=False if args.no_ingest else None)
+                 embedded_nats=False if args.no_embedded_nats else None, ingest=False if args.no_ingest else None,
+                 decision_log=False if args.no_decision_log else None)
     if args.config:
         try:
             return load_settings(args.config, **flags)
@@ -139,6 +198,26 @@ def cmd_feed(args) -> int:
     for item in resp.items:
         print(f"{item.position:3d}. {item.title[:48]:48s} {item.category:12s} {item.maturity_rating:5s} "
               f"{item.score:8.4f}  {item.reason}  [{','.join(item.sources)}]{' SPONSORED' if item.is_sponsored else ''}")
+    return 0
+
+
+def cmd_replay(args) -> int:
+    from server.decisions.replay import run
+
+    return run(args.data_dir, args.request_id, args.nats, args.tenant)
+
+
+def cmd_batch_plan(args) -> int:
+    from ops.batch_plan import write_batch_plan
+    from server.batch_plans import PlanError, PlanSpec
+
+    spec = PlanSpec(args.tenant, args.surface, args.segment, args.limit, args.max_users, args.valid_hours)
+    try:
+        report = write_batch_plan(args.data_dir, spec, args.out, progress=not args.quiet)
+    except PlanError as exc:
+        print(f"funnel batch-plan: {exc}", file=sys.stderr)
+        return 2
+    print(report.summary())
     return 0
 
 
@@ -199,6 +278,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="without --nats, run no NATS: Ingest keeps events in the local outbox")
         p.add_argument("--no-ingest", action="store_true",
                        help="do not start the ingest worker (run `funnel ingest` separately)")
+        p.add_argument("--no-decision-log", action="store_true",
+                       help="do not log served responses to the JetStream stream FUNNEL_DECISIONS (on by default "
+                            "with NATS; decisions are dropped and counted, never spooled, while NATS is down)")
 
     p = sub.add_parser("init", help="create a data directory and print its admin key")
     _data_dir_arg(p)
@@ -228,7 +310,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default="")
     p.add_argument("--maturity", default="PG13", choices=["G", "PG", "PG13", "R", "NC17"],
                    help="highest rating served to this tenant's users (default %(default)s)")
+    history = p.add_mutually_exclusive_group()
+    history.add_argument("--history", action="store_true", help="list the config versions, newest first (no new key)")
+    history.add_argument("--restore", type=int, default=0, metavar="N",
+                         help="write config version N as a new version; API keys stay the current ones")
+    p.add_argument("--limit", type=int, default=100, help="with --history: most versions listed (default %(default)s)")
     p.set_defaults(fn=cmd_tenant)
+
+    p = sub.add_parser("experiments", help="experiment analysis")
+    experiments = p.add_subparsers(dest="experiments_command", required=True)
+    p = experiments.add_parser("report", help="per-variant impressions, clicks, CTR (95%% Wilson interval), "
+                                              "watch time and p-value against the control, from the event stream")
+    _data_dir_arg(p)
+    p.add_argument("--tenant", required=True)
+    p.add_argument("--experiment", required=True)
+    p.add_argument("--nats", default="nats://127.0.0.1:4222", metavar="URL",
+                   help="NATS server holding the FUNNEL_EVENTS stream (default %(default)s, the embedded one)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(fn=cmd_experiments_report)
 
     p = sub.add_parser("killswitch", help="turn global personalization off (fallback mode) or back on")
     _data_dir_arg(p)
@@ -263,6 +362,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--explain", action="store_true")
     p.set_defaults(fn=cmd_feed)
 
+    p = sub.add_parser("replay", help="re-run a logged GetFeed/GetRelated decision and diff it against what was served",
+                       description="Finds REQUEST_ID in the JetStream decision log (FUNNEL_DECISIONS; a linear scan, "
+                                   "of one tenant's decisions with --tenant), re-runs the request in this process "
+                                   "against the data directory with the logged config version (from the tenant's "
+                                   "history) and model version where still available, and prints the difference. "
+                                   "Exit status: 0 identical, 1 different, 2 not found, 3 cannot replay.")
+    _data_dir_arg(p)
+    p.add_argument("request_id", metavar="REQUEST_ID", help="FeedResponse.request_id of the served response")
+    p.add_argument("--nats", default="nats://127.0.0.1:4222", metavar="URL",
+                   help="NATS server holding FUNNEL_DECISIONS (default %(default)s, the embedded one)")
+    p.add_argument("--tenant", default="", help="search only this tenant's decisions (faster)")
+    p.set_defaults(fn=cmd_replay)
+
+    p = sub.add_parser("batch-plan", help="precompute a segment's feeds (the GetFeed code path) into a JSONL file",
+                       description="Runs GetFeed's code path in this process for every user of a segment and writes "
+                                   "one JSON line per user: {user_id, surface, items[{item_id, score, reason}], "
+                                   "model_version, config_version, level, generated_at, valid_until}.")
+    _data_dir_arg(p)
+    p.add_argument("--tenant", required=True)
+    p.add_argument("--surface", default="*",
+                   help="a surface configured for the tenant; '*' (default) = the default rules")
+    p.add_argument("--segment", default="all", metavar="all|top-category:<name>",
+                   help="every stored user (default), or the users whose largest category affinity is <name>")
+    p.add_argument("--limit", type=int, default=0, help="items per user (default: the tenant's default_limit)")
+    p.add_argument("--max-users", type=int, default=0, help="stop after this many users (default: all)")
+    p.add_argument("--valid-hours", type=int, default=24, help="valid_until = generated_at + this (default 24)")
+    p.add_argument("--out", required=True, metavar="FILE", help="JSONL output (written to FILE.tmp, then renamed)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(fn=cmd_batch_plan)
+
     p = sub.add_parser("quickstart", help="load the bundled MovieTweetings sample, train, create a demo tenant, serve")
     _data_dir_arg(p)
     serve_args(p)
@@ -272,6 +401,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reload", action="store_true", help="load and train again even if the data dir has data")
     p.add_argument("--no-serve", action="store_true", help="prepare everything, print the calls, do not serve")
     p.set_defaults(fn=cmd_quickstart)
+
+    from server.cli_models import add_commands as add_model_commands  # funnel model ..., funnel index publish
+
+    add_model_commands(sub, _data_dir_arg)
     return parser
 
 

@@ -27,6 +27,9 @@ class Metrics:
         # Events.Ingest, per event: accepted (PubAck; duplicates are also accepted), spooled, rejected
         self.ingest_events = Counter("funnel_ingest_events_total", "Ingested events per outcome",
                                      ["tenant", "outcome"], registry=r)
+        self.canary_rollbacks = Counter("funnel_canary_rollbacks_total",
+                                        "Canary models rolled back by this process for breaking a guardrail",
+                                        ["tenant", "kind"], registry=r)
         self.outbox_depth = Gauge("funnel_outbox_depth", "Events in the local outbox waiting for NATS", registry=r)
         from server.models.runtime import nonfinite_total
 
@@ -48,6 +51,9 @@ class Metrics:
                            ("rejected", rejected)):
             if n:
                 self.ingest_events.labels(tenant, outcome).inc(n)
+
+    def canary_rolled_back(self, tenant: str, kind: str) -> None:
+        self.canary_rollbacks.labels(tenant, kind).inc()
 
     def ranking_unavailable(self, tenant: str, reason: str) -> None:
         self.unavailable.labels(tenant, reason).inc()

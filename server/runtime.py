@@ -21,7 +21,10 @@ import numpy as np
 
 from indexes.ann import open_index
 from kernels.layout import MAX_CATEGORIES
+from server.models.canary import CanaryMonitor
 from server.models.runtime import ModelError, Scorer, load_scorer
+from server.models.selection import BUCKETS, KindModels, ModelChoice, SurfaceModels
+from server.experiments import ExperimentPlan
 from server.tenancy import TenantConfig
 
 log = logging.getLogger("funnel.runtime")
@@ -45,6 +48,14 @@ class TenantRuntime:
     model_errors: dict = field(default_factory=dict)
     clock_ts: float | None = None       # pinned "now" for tenants loaded from historic data
     recency_half_life_days: float = DEFAULT_RECENCY_HALF_LIFE_DAYS
+    # per surface: rules and running experiment, compiled from the config (server.experiments)
+    experiments: ExperimentPlan = field(init=False)
+    # per surface with a deployment ("*" for the rest): stable/canary scorers (server.models.selection)
+    surface_models: dict = field(default_factory=dict)
+    override_models: dict = field(default_factory=dict)  # experiment model_version -> registered rank Scorer
+
+    def __post_init__(self):
+        self.experiments = ExperimentPlan(self.config)
 
     def index(self, name: str):
         return self.indexes.get(name)
@@ -57,15 +68,23 @@ class TenantRuntime:
         parts = [s.version for s in (self.prerank, self.rank) if s is not None]
         return "+".join(parts)
 
+    def models_for(self, surface: str, user_id: str, override: str = "") -> ModelChoice:
+        """The scorers of one request: the surface's deployment (canary or stable by
+        hash(deploy salt, user_id)), with the rank model replaced by ``override`` (an
+        experiment variant's registered rank version) when that loaded. O(1)."""
+        models = self.surface_models.get(surface) or self.surface_models["*"]
+        return models.choose(user_id, self.override_models.get(override) if override else None)
+
     def category_name(self, category_id: int) -> str:
         return self.categories[category_id] if 0 <= category_id < len(self.categories) else ""
 
 
 class RuntimeRegistry:
-    def __init__(self, store, data_dir: str, refresh_s: float = 0.5):
+    def __init__(self, store, data_dir: str, refresh_s: float = 0.5, metrics=None):
         self.store = store
         self.data_dir = data_dir
         self.refresh_s = refresh_s
+        self.canaries = CanaryMonitor(store, data_dir, metrics)
         self._runtimes: dict[str, tuple[float, TenantRuntime | None]] = {}
         self._lock = threading.Lock()
 
@@ -94,7 +113,7 @@ class RuntimeRegistry:
         if raw is None:
             return None
         pointers = tuple(bytes(txn.get(f"{tenant_id}\x00{name}".encode(), db=self.store.db["state"]) or b"")
-                         for name in ("categories", "now_ts", "recency_half_life_days")
+                         for name in ("categories", "now_ts", "recency_half_life_days", "deploy_gen")
                          + tuple(f"index:{n}" for n in INDEX_NAMES) + tuple(f"model:{n}" for n in MODEL_NAMES))
         return (bytes(raw),) + pointers
 
@@ -134,7 +153,66 @@ class RuntimeRegistry:
             except ModelError as exc:
                 log.error("tenant %s: %s", tenant_id, exc)
                 rt.model_errors[name] = str(exc)
+        self._build_models(snap, rt)
         return rt
+
+    def _build_models(self, snap, rt: TenantRuntime) -> None:
+        """Deployments -> per-surface SurfaceModels; experiment model versions -> override
+        scorers. A version that fails to load is logged and left out (its surface
+        serves the "*" stable; a canary that cannot load serves nobody)."""
+        from server.models import deploy
+        from server.models.registry import ModelRegistry
+
+        registry = ModelRegistry(self.store, self.data_dir)
+        linear_rank = bool(rt.config.linear_model_json)
+
+        def load(version: str, kind: str):
+            record = registry.get(snap.txn, rt.tenant_id, version)
+            if record is None or record.kind != kind:
+                log.error("tenant %s: %s model %s is not registered", rt.tenant_id, kind, version[:12])
+                return None
+            try:
+                return load_scorer(os.path.join(self.data_dir, record.path), record.version, record.features)
+            except ModelError as exc:
+                log.error("tenant %s: %s", rt.tenant_id, exc)
+                return None
+
+        deployments = {(d.kind, d.surface): d for d in deploy.read_all(self.store, snap.txn, rt.tenant_id)}
+        watches = []
+
+        def kind_models(kind: str, surface: str, inherited: KindModels | None) -> KindModels:
+            dep = deployments.get((kind, surface))
+            if inherited is not None and (dep is None or not (dep.stable or dep.canary)):
+                return inherited
+            models = KindModels(stable=getattr(rt, kind))
+            if surface != deploy.ALL_SURFACES:
+                models.stable = inherited.stable
+                if dep.stable and not (kind == "rank" and linear_rank):
+                    models.stable = load(dep.stable, kind) or inherited.stable
+            if dep is not None and dep.canary and not (kind == "rank" and linear_rank):
+                canary = load(dep.canary, kind)
+                if canary is not None:
+                    models.canary, models.salt = canary, dep.salt
+                    models.threshold = int(round(dep.canary_percent * BUCKETS / 100.0))
+                    models.watch = self.canaries.watch(rt.tenant_id, kind, surface, dep.canary, dep.salt,
+                                                       dep.guardrails)
+                    watches.append(models.watch)
+            return models
+
+        every = {kind: kind_models(kind, deploy.ALL_SURFACES, None) for kind in MODEL_NAMES}
+        rt.surface_models[deploy.ALL_SURFACES] = SurfaceModels(every["prerank"], every["rank"])
+        for surface in sorted({s for _, s in deployments} - {deploy.ALL_SURFACES}):
+            rt.surface_models[surface] = SurfaceModels(kind_models("prerank", surface, every["prerank"]),
+                                                       kind_models("rank", surface, every["rank"]))
+        self.canaries.retain(rt.tenant_id, watches)
+        if not linear_rank:
+            for experiment in getattr(rt.config, "experiments", ()):
+                for variant in getattr(experiment, "variants", ()):
+                    version = getattr(variant, "model_version", "")
+                    if version and version not in rt.override_models:
+                        scorer = load(version, "rank")
+                        if scorer is not None:
+                            rt.override_models[version] = scorer
 
     @staticmethod
     def _resolve(snap, tenant_id: str, item_ids) -> np.ndarray:

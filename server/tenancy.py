@@ -13,6 +13,7 @@ import hmac
 import json
 import re
 import secrets
+import struct
 import time
 from dataclasses import asdict, dataclass, field, fields
 
@@ -56,6 +57,137 @@ class SurfaceRules:
             raise ConfigError(f"{where}.frequency_window_s: must be within 60..7776000 (90 days)")
 
 
+# ----------------------------------------------------------------- experiments
+# Names travel in FeedResponse.request_id ("<32 hex>.<experiment>.<variant>"), so no dots.
+EXPERIMENT_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+EXPERIMENT_STATUSES = ("running", "stopped")
+EXPERIMENT_BUCKETS = 10_000          # assignment resolution (server.experiments)
+MAX_EXPERIMENTS = 64
+MAX_VARIANTS = 32
+MAX_VARIANT_WEIGHT = 10_000
+RULE_FIELD_KINDS = {f.name: f.type for f in fields(SurfaceRules)}  # "int", "float", "tuple[int, ...]"
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    weight: int = 1                  # relative to the experiment's other variants
+    model_version: str = ""          # ranking-model version for this variant; "" = the deployed one
+    rules: dict = field(default_factory=dict)  # partial SurfaceRules overrides, e.g. {"max_per_category": 1}
+
+    def rules_over(self, base: SurfaceRules) -> SurfaceRules:
+        from dataclasses import replace
+
+        return replace(base, **self.rules) if self.rules else base
+
+
+@dataclass(frozen=True)
+class Experiment:
+    name: str
+    surface: str = DEFAULT_SURFACE   # "*" = every surface without a running experiment of its own
+    salt: str = ""                   # "" = the name
+    status: str = "stopped"
+    variants: tuple[Variant, ...] = ()  # the first is the control
+
+    @property
+    def bucket_salt(self) -> str:
+        return self.salt or self.name
+
+    @property
+    def running(self) -> bool:
+        return self.status == "running"
+
+
+def _rule_override_type_ok(name: str, value) -> bool:
+    kind = RULE_FIELD_KINDS[name]
+    if kind == "int":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind == "float":
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind in ("str", "bool"):
+        return isinstance(value, str if kind == "str" else bool)
+    return isinstance(value, tuple) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+
+
+def validate_experiments(experiments: tuple[Experiment, ...], surfaces: dict[str, SurfaceRules]) -> None:
+    """Raises ConfigError naming the field (``experiments[i].variants[j].weight``)."""
+    if len(experiments) > MAX_EXPERIMENTS:
+        raise ConfigError(f"experiments: at most {MAX_EXPERIMENTS}")
+    names: set[str] = set()
+    running_on: dict[str, str] = {}
+    for i, exp in enumerate(experiments):
+        where = f"experiments[{i}]"
+        if not EXPERIMENT_NAME_RE.match(exp.name):
+            raise ConfigError(f"{where}.name: must match [A-Za-z0-9_-]{{1,64}}")
+        if exp.name in names:
+            raise ConfigError(f"{where}.name: duplicate experiment name {exp.name!r}")
+        names.add(exp.name)
+        if not exp.surface or len(exp.surface) > 64:
+            raise ConfigError(f"{where}.surface: must be 1..64 characters ('*' = every surface)")
+        if len(exp.salt) > 256:
+            raise ConfigError(f"{where}.salt: longer than 256 characters")
+        if exp.status not in EXPERIMENT_STATUSES:
+            raise ConfigError(f"{where}.status: must be one of {', '.join(EXPERIMENT_STATUSES)}")
+        if exp.running:
+            if exp.surface in running_on:
+                raise ConfigError(f"{where}.surface: experiment {running_on[exp.surface]!r} already runs on "
+                                  f"surface {exp.surface!r} (at most one running experiment per surface)")
+            running_on[exp.surface] = exp.name
+        if not (2 <= len(exp.variants) <= MAX_VARIANTS):
+            raise ConfigError(f"{where}.variants: must hold 2..{MAX_VARIANTS} variants")
+        variant_names: set[str] = set()
+        for j, variant in enumerate(exp.variants):
+            vwhere = f"{where}.variants[{j}]"
+            if not EXPERIMENT_NAME_RE.match(variant.name):
+                raise ConfigError(f"{vwhere}.name: must match [A-Za-z0-9_-]{{1,64}}")
+            if variant.name in variant_names:
+                raise ConfigError(f"{vwhere}.name: duplicate variant name {variant.name!r}")
+            variant_names.add(variant.name)
+            if isinstance(variant.weight, bool) or not isinstance(variant.weight, int) or variant.weight <= 0:
+                raise ConfigError(f"{vwhere}.weight: must be a positive integer")
+            if variant.weight > MAX_VARIANT_WEIGHT:
+                raise ConfigError(f"{vwhere}.weight: must be at most {MAX_VARIANT_WEIGHT}")
+            if len(variant.model_version) > 128:
+                raise ConfigError(f"{vwhere}.model_version: longer than 128 characters")
+            unknown = set(variant.rules) - set(RULE_FIELD_KINDS)
+            if unknown:
+                raise ConfigError(f"{vwhere}.rules: unknown keys {', '.join(sorted(unknown))}")
+            for name, value in variant.rules.items():
+                if not _rule_override_type_ok(name, value):
+                    raise ConfigError(f"{vwhere}.rules.{name}: wrong type {type(value).__name__}")
+            # the overrides must make valid rules on every surface the experiment can serve
+            bases = ([surfaces.get(exp.surface) or surfaces.get(DEFAULT_SURFACE) or SurfaceRules()]
+                     if exp.surface != DEFAULT_SURFACE else list(surfaces.values()) + [SurfaceRules()])
+            for base in bases:
+                variant.rules_over(base).validate(f"{vwhere}.rules")
+        total = sum(v.weight for v in exp.variants)
+        for j, variant in enumerate(exp.variants):
+            if variant.weight * EXPERIMENT_BUCKETS < total:
+                raise ConfigError(f"{where}.variants[{j}].weight: below 1/{EXPERIMENT_BUCKETS} of the "
+                                  f"experiment's total weight {total} (it would get no users)")
+
+
+def _experiment_from_json(i: int, raw) -> Experiment:
+    where = f"experiments[{i}]"
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: must be an object")
+    unknown = set(raw) - {f.name for f in fields(Experiment)}
+    if unknown:
+        raise ConfigError(f"{where}: unknown keys {', '.join(sorted(unknown))}")
+    variants = []
+    for j, v in enumerate(raw.get("variants") or ()):
+        if not isinstance(v, dict):
+            raise ConfigError(f"{where}.variants[{j}]: must be an object")
+        bad = set(v) - {f.name for f in fields(Variant)}
+        if bad:
+            raise ConfigError(f"{where}.variants[{j}]: unknown keys {', '.join(sorted(bad))}")
+        rules = dict(v.get("rules") or {})
+        if isinstance(rules.get("sponsored_positions"), list):
+            rules["sponsored_positions"] = tuple(rules["sponsored_positions"])
+        variants.append(Variant(**dict(v, rules=rules)))
+    return Experiment(**dict(raw, variants=tuple(variants)))
+
+
 @dataclass(frozen=True)
 class TenantConfig:
     tenant_id: str
@@ -70,6 +202,7 @@ class TenantConfig:
     boosted_item_ids: tuple[str, ...] = ()
     surfaces: dict[str, SurfaceRules] = field(default_factory=lambda: {DEFAULT_SURFACE: SurfaceRules()})
     linear_model_json: str = ""
+    experiments: tuple[Experiment, ...] = ()
     api_key_hashes: tuple[str, ...] = ()
     version: int = 0
     updated_at: float = 0.0
@@ -90,6 +223,7 @@ class TenantConfig:
             if not name or len(name) > 64:
                 raise ConfigError("surfaces: surface names must be 1..64 characters")
             rules.validate(f"surfaces[{name!r}]")
+        validate_experiments(self.experiments, self.surfaces)
         if self.linear_model_json:
             from server.models.onnx_build import linear_from_weight_map  # validates feature names
 
@@ -143,6 +277,7 @@ class TenantConfig:
             rules = dict(rules)
             rules["sponsored_positions"] = tuple(rules.get("sponsored_positions", ()))
             surfaces[name] = SurfaceRules(**rules)
+        d["experiments"] = tuple(_experiment_from_json(i, e) for i, e in enumerate(d.get("experiments") or ()))
         for key in ("blocked_item_ids", "blocked_categories", "boosted_item_ids", "api_key_hashes"):
             if key in d:
                 d[key] = tuple(d[key])
@@ -157,9 +292,28 @@ def new_api_key() -> str:
     return "fk_" + secrets.token_urlsafe(32)
 
 
+class VersionNotFound(LookupError):
+    """The tenant, or the requested version of its config, does not exist."""
+
+
+def history_key(tenant_id: str, version: int) -> bytes:
+    """Key of a version in db ``config_history``: big-endian, so a tenant's versions sort in order."""
+    return tenant_id.encode() + b"\x00" + struct.pack(">Q", version)
+
+
+def config_changes(older: dict, newer: dict) -> list[str]:
+    """Top-level fields that differ between two stored config JSONs ("api_keys" for the key hashes)."""
+    return [("api_keys" if k == "api_key_hashes" else k) for k in sorted(set(older) | set(newer))
+            if k not in ("version", "updated_at") and older.get(k) != newer.get(k)]
+
+
 class TenantRegistry:
     """Reads and writes tenant configs in the store. Writes are validated first and
-    bump the version; a rejected config leaves the stored one untouched."""
+    bump the version; a rejected config leaves the stored one untouched.
+
+    Every write also appends the full stored config to db ``config_history`` under
+    (tenant, version), in the same transaction. History is append-only: a restore
+    writes the old config as a new version (with the current API keys)."""
 
     def __init__(self, store):
         self.store = store
@@ -168,11 +322,84 @@ class TenantRegistry:
         raw = self.store.get_json(txn, "tenants", tenant_id.encode())
         return None if raw is None else TenantConfig.from_json(raw)
 
+    def get_version(self, txn, tenant_id: str, version: int) -> TenantConfig | None:
+        """The config as it was stored at ``version``; None when that version is unknown.
+        A current version written before the history existed is still found. Raises
+        ConfigError when the stored version no longer loads (a field since removed)."""
+        db = self.store.db.get("config_history")  # absent in a read-only store of an older data dir
+        raw = txn.get(history_key(tenant_id, version), db=db) if db is not None and version > 0 else None
+        if raw is None:
+            current = self.get(txn, tenant_id)
+            return current if current is not None and current.version == version else None
+        return TenantConfig.from_json(json.loads(bytes(raw)))
+
+    def history(self, txn, tenant_id: str, limit: int, before: int = 0) -> list[tuple[int, dict]]:
+        """Up to ``limit`` stored versions below ``before`` (0 = from the newest), newest
+        first, as (version, raw config JSON)."""
+        db = self.store.db.get("config_history")
+        out: list[tuple[int, dict]] = []
+        if db is None or limit <= 0:
+            return out
+        prefix = tenant_id.encode() + b"\x00"
+        cur = txn.cursor(db=db)
+        start = history_key(tenant_id, before) if before > 0 else prefix + b"\xff" * 8
+        found = cur.prev() if cur.set_range(start) else cur.last()
+        while found and len(out) < limit:
+            key = bytes(cur.key())
+            if not key.startswith(prefix) or len(key) != len(prefix) + 8:
+                break
+            out.append((struct.unpack(">Q", key[len(prefix):])[0], json.loads(bytes(cur.value()))))
+            found = cur.prev()
+        return out
+
+    def version_log(self, txn, current: TenantConfig, page: int) -> tuple[list[tuple[int, float, str]], bool]:
+        """The newest ``page`` versions of the tenant's config, newest first, as
+        (version, updated_at, what changed since the version before), and whether
+        older ones exist."""
+        stored = self.history(txn, current.tenant_id, page + 1)  # +1: the predecessor of the oldest listed
+        if not stored or stored[0][0] < current.version:  # written before the history existed
+            stored.insert(0, (current.version, current.to_json()))
+        rows = []
+        for k, (version, doc) in enumerate(stored[:page]):
+            older = stored[k + 1] if k + 1 < len(stored) else None
+            if older is not None and older[0] == version - 1:
+                changes = config_changes(older[1], doc)
+                summary = "changed: " + ", ".join(changes) if changes else "no change"
+            else:
+                summary = "created" if version == 1 else "earliest stored version"
+            rows.append((version, float(doc.get("updated_at", 0.0)), summary))
+        return rows, len(stored) > page
+
     def put(self, config: TenantConfig) -> TenantConfig:
         config.validate()
         with self.store.write() as txn:
-            current = self.get(txn, config.tenant_id)
-            version = (current.version if current else 0) + 1
-            stored = TenantConfig.from_json(dict(config.to_json(), version=version, updated_at=time.time()))
-            self.store.put_json(txn, "tenants", config.tenant_id.encode(), stored.to_json())
+            return self._write(txn, config)
+
+    def restore(self, tenant_id: str, version: int) -> TenantConfig:
+        """Writes the config of ``version`` as a new version. API keys stay the current
+        ones: a restore never brings back a rotated key. VersionNotFound for an unknown
+        tenant or version; ConfigError when the old config fails today's validation."""
+        with self.store.write() as txn:
+            current = self.get(txn, tenant_id)
+            if current is None:
+                raise VersionNotFound(f"tenant_id: {tenant_id!r} does not exist")
+            old = self.get_version(txn, tenant_id, version)
+            if old is None:
+                raise VersionNotFound(f"version: tenant {tenant_id!r} has no stored version {version}")
+            restored = TenantConfig.from_json(dict(old.to_json(), api_key_hashes=list(current.api_key_hashes)))
+            restored.validate()
+            return self._write(txn, restored)
+
+    def _write(self, txn, config: TenantConfig) -> TenantConfig:
+        current = self.get(txn, config.tenant_id)
+        version = (current.version if current else 0) + 1
+        if current is not None and txn.get(history_key(current.tenant_id, current.version),
+                                           db=self.store.db["config_history"]) is None:
+            # written before the history existed: keep it, so it can be restored
+            self.store.put_json(txn, "config_history", history_key(current.tenant_id, current.version),
+                                current.to_json())
+        stored = TenantConfig.from_json(dict(config.to_json(), version=version, updated_at=time.time()))
+        doc = stored.to_json()
+        self.store.put_json(txn, "tenants", config.tenant_id.encode(), doc)
+        self.store.put_json(txn, "config_history", history_key(config.tenant_id, version), doc)
         return stored

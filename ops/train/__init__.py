@@ -15,8 +15,9 @@
    transaction: item CF columns, user CF columns (USER_HAS_CF = 1 for users in
    the history, 0 for every other user, whose embedding came from another
    factorisation), state ``index:cf``, ``index:content``, ``model:prerank``,
-   ``model:rank``. Serving never sees embeddings from one run with indexes or
-   models from another.
+   ``model:rank`` (each model also registered in the model registry and noted as
+   the "*" stable in its deploy record, server.models.deploy). Serving never sees
+   embeddings from one run with indexes or models from another.
 
 If the tenant's catalog changes while training runs (``catalog_gen`` moved, e.g.
 by a reload or an item upsert; the ingest worker's counter roll-ups do not count),
@@ -42,7 +43,9 @@ from ops.train.als import AlsParams, train_als
 from ops.train.content import content_vectors
 from ops.train.evaluate import Evaluation, evaluate
 from ops.train.ranker import train_rankers
+from server.models.deploy import record_publish
 from server.models.onnx_build import model_sha256
+from server.models.registry import ModelRegistry, validate_model
 from server.runtime import DEFAULT_RECENCY_HALF_LIFE_DAYS
 from server.store import DataDir, LmdbStore, user_row_view
 from server.store.lmdb_store import idx_key
@@ -171,7 +174,8 @@ def train_tenant(data_dir: str, tenant: str, seed: int = 0, progress: bool = Tru
 
         trained_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
         offline = evaluation.metrics["funnel"] if evaluation is not None else {}
-        model_pointers = {}
+        model_pointers, model_records = {}, {}
+        models = ModelRegistry(store, data_dir)
         for name, kind, blob, metrics in (
                 ("prerank", "linear", rankers.prerank,
                  {"val_recall@20": rankers.metrics["prerank_val_recall@20"]}),
@@ -181,7 +185,10 @@ def train_tenant(data_dir: str, tenant: str, seed: int = 0, progress: bool = Tru
                      if offline else {})})):
             sha = model_sha256(blob)
             path = data.model(tenant, sha)
+            validate_model(blob, name, FEATURES)  # the registry's checks: never publish a model it would refuse
             _write_model(path, blob)
+            model_records[name] = models.new_record(tenant, name, blob, FEATURES, "funnel train",
+                                                    dict(metrics, architecture=kind))
             model_pointers[name] = {"sha256": sha, "path": os.path.relpath(path, data_dir), "features": list(FEATURES),
                                     "kind": kind, "trained_at": trained_at,
                                     "metrics": dict(metrics, train_users=rankers.metrics["train_users"])}
@@ -210,8 +217,9 @@ def train_tenant(data_dir: str, tenant: str, seed: int = 0, progress: bool = Tru
                 "cf": publish_index(store, txn, tenant, "cf", cf_path, version, CF_DIM, "ip"),
                 "content": publish_index(store, txn, tenant, "content", content_path, version, CF_DIM, "cos"),
             }
-            for name, pointer in model_pointers.items():
-                store.set_state(txn, tenant, f"model:{name}", pointer)
+            for name, pointer in model_pointers.items():  # registered, then published as the "*" stable
+                models.put(txn, tenant, model_records[name])
+                record_publish(store, txn, tenant, name, pointer, "funnel train", f"trained at {trained_at}")
         lap("publish")
     finally:
         store.close()

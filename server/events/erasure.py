@@ -4,7 +4,9 @@
 survives anywhere this node can reach:
 
 1. purge the user's subject (:func:`server.events.nats_server.subject_for`) from the
-   JetStream stream, then read the stream's last sequence. NATS unreachable: nothing
+   JetStream stream, and the same user hash from the decision log stream
+   (:mod:`server.decisions.stream`; a response served while the erasure runs may still
+   be logged after it), then read the stream's last sequence. NATS unreachable: nothing
    is changed and :class:`EventsUnavailable` says so (the caller retries);
 2. ONE LMDB write transaction: delete the user row, delete the user's events from
    this node's outbox, write the user's tombstone;
@@ -89,6 +91,7 @@ class Erasure:
     events_purged: int
     outbox_removed: int
     tombstone: Tombstone
+    decisions_purged: int = 0  # the user's logged responses (server.decisions) removed from FUNNEL_DECISIONS
 
 
 class EventsUnavailable(RuntimeError):
@@ -217,6 +220,8 @@ class UserEraser:
         side unchanged; a retry completes the erasure."""
         from nats.errors import Error as NatsError
 
+        from server.decisions.stream import purge_user_decisions
+
         publisher = self.publisher
         if publisher is None or not publisher.nats_url:
             raise EventsUnavailable("no NATS configured: the user's events cannot be purged", configured=False)
@@ -224,6 +229,7 @@ class UserEraser:
             raise EventsUnavailable("NATS is unreachable: nothing was erased; retry")
         try:
             purged = await purge_subject(publisher.nc, subject_for(tenant, user_id), self.timeout_s)
+            decisions = await purge_user_decisions(publisher.nc, tenant, user_id, self.timeout_s)
             info = await publisher.js.stream_info(STREAM)
         except (NatsError, asyncio.TimeoutError) as exc:
             raise EventsUnavailable(f"NATS could not purge the user's events ({type(exc).__name__}): "
@@ -233,4 +239,4 @@ class UserEraser:
             erase_stored, self.store, tenant, user_id, int(info.state.last_seq), stream)
         log.info("erased a user of tenant %s: row %s, %d stream events, %d outbox entries, through sequence %d",
                  tenant, "deleted" if had_features else "absent", purged, removed, stone.seq)
-        return Erasure(had_features, purged, removed, stone)
+        return Erasure(had_features, purged, removed, stone, decisions)

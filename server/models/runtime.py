@@ -42,9 +42,16 @@ class Scorer:
 
     def __init__(self, model_bytes: bytes, version: str, features: tuple[str, ...] = FEATURES,
                  intra_op_threads: int = 1):
-        if tuple(features) != FEATURES:
-            raise ModelError(f"model {version}: feature schema {list(features)} does not match "
-                             f"the server's {list(FEATURES)}")
+        features = tuple(features)
+        unknown = [name for name in features if name not in FEATURES]
+        if not features or unknown or len(set(features)) != len(features):
+            raise ModelError(f"model {version}: feature schema {list(features)} is not a list of distinct "
+                             f"server features ({', '.join(FEATURES)})")
+        self.features = features
+        # a model may read any subset of the assembled columns, in its own order; the
+        # column gather (one small copy per call) is skipped for the full schema
+        self.columns = None if features == FEATURES else np.array([FEATURES.index(f) for f in features],
+                                                                     dtype=np.intp)
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = intra_op_threads  # one request = one core; workers scale out
         opts.inter_op_num_threads = 1
@@ -54,9 +61,15 @@ class Scorer:
         except Exception as exc:  # onnxruntime raises several unrelated types
             raise ModelError(f"model {version}: cannot be loaded ({exc})") from None
         inputs = self.session.get_inputs()
-        if len(inputs) != 1 or inputs[0].type != "tensor(float)" or inputs[0].shape[-1] != N_FEATURES:
-            raise ModelError(f"model {version}: expects one float32 input of width {N_FEATURES}, "
-                             f"got {[(i.name, i.type, i.shape) for i in inputs]}")
+        width = len(features)
+        if len(inputs) != 1 or inputs[0].type != "tensor(float)" or len(inputs[0].shape) != 2 \
+                or inputs[0].shape[-1] != width:
+            raise ModelError(f"model {version}: expects one float32 input of width {width} (its feature "
+                             f"schema has {width} names), got {[(i.name, i.type, i.shape) for i in inputs]}")
+        outputs = self.session.get_outputs()
+        out_shape = outputs[0].shape
+        if not (len(out_shape) == 1 or (len(out_shape) == 2 and out_shape[1] == 1)):
+            raise ModelError(f"model {version}: output {outputs[0].name} has shape {out_shape}, expected [N] or [N, 1]")
         self.input_name = inputs[0].name
         self.output_name = self.session.get_outputs()[0].name
         self.version = version
@@ -69,19 +82,33 @@ class Scorer:
             raise ModelError(f"model {version}: returns shape {out.shape} for 8 rows, expected (8,)")
 
     def score(self, features: np.ndarray) -> np.ndarray:
+        return self.score_counted(features)[0]
+
+    def score_counted(self, features: np.ndarray) -> tuple[np.ndarray, int]:
+        """``features`` is the assembled float32 [N, N_FEATURES] matrix; returns the
+        scores (NaN/inf sunk) and how many were NaN/inf. A failing run raises ModelError."""
         if features.shape[0] == 0:
-            return np.empty(0, dtype=np.float32)
-        out = self.session.run([self.output_name], {self.input_name: features})[0]
+            return np.empty(0, dtype=np.float32), 0
+        if self.columns is not None:
+            features = features[:, self.columns]
+        try:
+            out = self.session.run([self.output_name], {self.input_name: features})[0]
+        except Exception as exc:  # onnxruntime raises several unrelated types
+            raise ModelError(f"model {self.version}: run failed ({type(exc).__name__}: {str(exc)[:200]})") from None
         scores = np.asarray(out, dtype=np.float32).reshape(-1)
+        if scores.shape[0] != features.shape[0]:
+            raise ModelError(f"model {self.version}: {scores.shape[0]} scores for {features.shape[0]} rows")
         bad = ~np.isfinite(scores)
+        n_bad = 0
         if bad.any():
+            n_bad = int(bad.sum())
             with self._lock:
-                self.nonfinite += int(bad.sum())
+                self.nonfinite += n_bad
             scores = np.where(bad, SCORE_FLOOR, scores)
-        return scores
+        return scores, n_bad
 
 
-_cache: dict[str, Scorer] = {}
+_cache: dict[tuple[str, tuple[str, ...]], Scorer] = {}  # (sha256, feature schema) -> one session per process
 _cache_lock = threading.Lock()
 
 
@@ -92,8 +119,10 @@ def nonfinite_total() -> int:
 
 
 def load_scorer(path: str, sha256: str, features=FEATURES) -> Scorer:
+    """The model at ``path`` (checked against ``sha256``), loaded at most once per process."""
+    key = (sha256, tuple(features))
     with _cache_lock:
-        scorer = _cache.get(sha256)
+        scorer = _cache.get(key)
         if scorer is not None:
             return scorer
     try:
@@ -107,5 +136,5 @@ def load_scorer(path: str, sha256: str, features=FEATURES) -> Scorer:
         raise ModelError(f"model {sha256[:12]}: file {path} does not match its sha256")
     scorer = Scorer(data, sha256[:12], tuple(features))
     with _cache_lock:
-        _cache[sha256] = scorer
+        scorer = _cache.setdefault(key, scorer)
     return scorer

@@ -49,6 +49,7 @@ class FunnelResult:
     level: int
     personalized: bool
     model_version: str
+    canary: bool = False             # a canary model scored it (server.models.deploy)
 
 
 class RecentRankings:
@@ -134,8 +135,13 @@ class Funnel:
         else:
             ranking, level = self._fallback(state, plan, LEVEL_POPULAR)
         ranking = self._top_up(state, plan, ranking)
-        model_version = state.tenant.model_version if level <= LEVEL_REDUCED else ""
-        return FunnelResult(ranking, level, state.personalized and level <= LEVEL_CACHED, model_version)
+        # what actually scored: both models at level 0, the pre-ranker alone at level 1
+        models, model_version, canary = state.models, "", False
+        if level == LEVEL_FULL and models is not None:
+            model_version, canary = models.version, models.canary
+        elif level == LEVEL_REDUCED and models is not None:
+            model_version, canary = models.prerank_version, models.prerank_canary
+        return FunnelResult(ranking, level, state.personalized and level <= LEVEL_CACHED, model_version, canary)
 
     # ---------------------------------------------------------------- level 0/1
     def _retrieve(self, state: RequestState):
@@ -195,6 +201,7 @@ class Funnel:
                           state.tenant.recency_half_life_days, features, categories)
         t1 = time.perf_counter()
         state.stage_seconds["filter_assemble"] = t1 - t0
+        state.models = state.tenant.models_for(state.surface, state.user_id, state.model_override)
         scores = self.prerank.score(state, features)
         keep = self.prerank.keep
         if scores.shape[0] > keep:

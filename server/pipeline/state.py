@@ -9,6 +9,7 @@ import numpy as np
 
 from kernels.layout import MAX_CATEGORIES, USER_AFFINITY, USER_CONSENT, USER_WIDTH
 from server.store import user_recent_items, user_row_view, user_seen_view
+from server.tenancy import SurfaceRules
 
 # source bits (FeedItem.sources); 7 bits, the cursor keeps the 8th for "sponsored"
 SOURCE_CF, SOURCE_CONTENT, SOURCE_TRENDING, SOURCE_EDITORIAL = 1, 2, 4, 8
@@ -17,6 +18,7 @@ SOURCE_NAMES = ((SOURCE_CF, "cf"), (SOURCE_CONTENT, "content"), (SOURCE_TRENDING
                 (SOURCE_EDITORIAL, "editorial"), (SOURCE_CACHE, "cache"), (SOURCE_SEGMENT, "segment"),
                 (SOURCE_POPULAR, "popular"))
 ZERO_USER = np.zeros(USER_WIDTH, dtype=np.float32)
+DEFAULT_RULES = SurfaceRules()
 
 
 def source_names(bits: int) -> list[str]:
@@ -45,6 +47,14 @@ class RequestState:
     chunk_addrs: np.ndarray | None = None
     n_items: int = 0
     explain: bool = False
+    # the surface's rules with the experiment variant's overrides (server.experiments): stages read
+    # these, never the config's, so a variant's rules apply everywhere in the request
+    rules: SurfaceRules = DEFAULT_RULES
+    experiment: str = ""             # "" = in no experiment
+    variant: str = ""
+    model_override: str = ""         # the variant's ranking-model version; "" = the deployed one
+    models: "object" = None          # server.models.selection.ModelChoice, set by the funnel before scoring
+    canary_outcomes: list | None = None  # [(watch, error, rows, nonfinite)] per canary model run (server.models.canary)
     # outputs for the response and metrics
     sources_failed: list[str] = field(default_factory=list)
     filtered: dict[str, int] = field(default_factory=dict)
@@ -74,7 +84,8 @@ def request_state(snap, tenant, user_id: str, surface: str, limit: int, budget_s
     """The state of one request: the user's zero-copy row and seen ring (an unknown
     user keeps the zero row), the deadline, and whether it may be personalised.
     A user who opted out (USER_CONSENT != 1) is known but nothing of theirs is
-    used: zero row, no seen ring, no recent items, not personalised."""
+    used: zero row, no seen ring, no recent items, not personalised. The surface's
+    rules and the experiment variant come from the runtime's precompiled plan."""
     config = tenant.config
     state = RequestState(tenant=tenant, snap=snap, user_id=user_id, surface=surface or "*",
                          limit=limit or config.default_limit, deadline=time.perf_counter() + budget_s)
@@ -88,4 +99,7 @@ def request_state(snap, tenant, user_id: str, surface: str, limit: int, budget_s
             state.user_row, state.seen = row, user_seen_view(value)
             state.recent = user_recent_items(value, RECENT_SEEDS)
     state.personalized = not kill_switch and config.personalization_enabled and consent
+    assignment = tenant.experiments.assign(user_id, state.surface)
+    state.rules, state.experiment, state.variant, state.model_override = (
+        assignment.rules, assignment.experiment, assignment.variant, assignment.model_version)
     return state

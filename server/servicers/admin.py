@@ -29,8 +29,10 @@ from protos import funnel_pb2, funnel_pb2_grpc
 from server.catalog import CatalogWriter, ItemError
 from server.events.erasure import EventsUnavailable, UserEraser, set_consent
 from server.servicers.common import RpcAbort, authenticate_admin, invalid, not_found, rpc
+from server.servicers.models import ModelAdmin
 from server.store import user_recent_items, user_row_view
-from server.tenancy import ConfigError, SurfaceRules, TenantConfig, TenantRegistry, hash_key
+from server.servicers.config_mapping import config_versions, experiments_from_proto, experiments_to_proto
+from server.tenancy import ConfigError, SurfaceRules, TenantConfig, TenantRegistry, VersionNotFound, hash_key
 
 MAX_KEY_LEN = 256
 MAX_USER_ID_LEN = 256  # as in GetFeed and Events.Ingest
@@ -50,6 +52,7 @@ def tenant_to_proto(config: TenantConfig) -> funnel_pb2.Tenant:
             freshness_weight=rules.freshness_weight, sponsored_positions=rules.sponsored_positions,
             editorial_weight=rules.editorial_weight, frequency_cap=rules.frequency_cap,
             campaign_frequency_cap=rules.campaign_frequency_cap, frequency_window_s=rules.frequency_window_s))
+    msg.experiments.extend(experiments_to_proto(config.experiments))
     return msg
 
 
@@ -74,10 +77,11 @@ def tenant_from_proto(msg: funnel_pb2.Tenant, current: TenantConfig | None) -> T
         latency_budget_ms=msg.latency_budget_ms or defaults.latency_budget_ms,
         blocked_item_ids=tuple(msg.blocked_item_ids), blocked_categories=tuple(msg.blocked_categories),
         boosted_item_ids=tuple(msg.boosted_item_ids), surfaces=surfaces or defaults.surfaces,
-        linear_model_json=msg.linear_model_json, api_key_hashes=hashes)
+        linear_model_json=msg.linear_model_json, experiments=experiments_from_proto(msg.experiments),
+        api_key_hashes=hashes)
 
 
-class AdminServicer(funnel_pb2_grpc.AdminServicer):
+class AdminServicer(ModelAdmin, funnel_pb2_grpc.AdminServicer):  # model RPCs: server.servicers.models
     def __init__(self, app, publisher=None):
         """``publisher``: the process's EventPublisher (its NATS connection purges
         erased users' events); None = no NATS, DeleteUser is refused."""
@@ -109,6 +113,32 @@ class AdminServicer(funnel_pb2_grpc.AdminServicer):
     async def GetTenant(self, request, context):
         authenticate_admin(self.app, context)
         return tenant_to_proto(self._existing_tenant(context, request.tenant_id))
+
+    @rpc
+    async def ListConfigVersions(self, request, context):
+        authenticate_admin(self.app, context)
+        if not request.tenant_id:
+            invalid(context, "tenant_id: required")
+        current = self._existing_tenant(context, request.tenant_id)
+        with self.app.store.snapshot() as snap:
+            return config_versions(self.tenants, snap.txn, current)
+
+    @rpc
+    async def RestoreConfig(self, request, context):
+        authenticate_admin(self.app, context)
+        if not request.tenant_id:
+            invalid(context, "tenant_id: required")
+        if request.version == 0:
+            invalid(context, "version: required (versions start at 1)")
+        try:
+            stored = self.tenants.restore(request.tenant_id, request.version)
+        except VersionNotFound as exc:
+            not_found(context, str(exc))
+        except ConfigError as exc:
+            raise RpcAbort(grpc.StatusCode.FAILED_PRECONDITION,
+                           f"version: {request.version} no longer passes validation: {exc}") from None
+        self.app.registry.invalidate(stored.tenant_id)
+        return tenant_to_proto(stored)
 
     @rpc
     async def UpsertItems(self, request_iterator, context):
@@ -170,7 +200,7 @@ class AdminServicer(funnel_pb2_grpc.AdminServicer):
         return funnel_pb2.UserErasure(
             user_id=request.user_id, had_features=erasure.had_features, events_purged=erasure.events_purged,
             outbox_removed=erasure.outbox_removed, erased_through_seq=erasure.tombstone.seq,
-            erased_at_ms=erasure.tombstone.at_ms)
+            erased_at_ms=erasure.tombstone.at_ms, decisions_purged=erasure.decisions_purged)
 
     @rpc
     async def SetConsent(self, request, context):
@@ -181,6 +211,22 @@ class AdminServicer(funnel_pb2_grpc.AdminServicer):
         if not request.personalized:
             self.app.funnel.cache.forget(request.tenant_id, request.user_id)
         return self._signals(request.tenant_id, request.user_id)
+
+    @rpc
+    async def BatchPlan(self, request, context):
+        """Streams one row per user (server.batch_plans); each row is computed between
+        writes, so the worker keeps serving other calls while a plan streams."""
+        from server.batch_plans import BatchPlanner, PlanError, PlanSpec
+
+        authenticate_admin(self.app, context)
+        planner = BatchPlanner(self.app)
+        try:
+            spec = PlanSpec.from_proto(request)
+            users = planner.users(spec)
+            for user_id in users:
+                await context.write(planner.row(spec, user_id))
+        except PlanError as exc:
+            raise RpcAbort(exc.code, str(exc)) from None
 
     def _signals(self, tenant_id: str, user_id: str) -> funnel_pb2.UserSignals:
         with self.app.store.snapshot() as snap:

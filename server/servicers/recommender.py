@@ -12,6 +12,9 @@ import numpy as np
 from kernels.layout import FEATURES
 from protos import funnel_pb2, funnel_pb2_grpc
 from server.cursor import CursorError, RankingTail
+from server.models.canary import record_outcomes
+from server.decisions.log import FEED as DECISION_FEED
+from server.decisions.log import RELATED as DECISION_RELATED
 from server.pipeline.filters import count_removals
 from server.pipeline.funnel import LEVEL_CACHED
 from server.pipeline.rerankers.reasons import render
@@ -37,8 +40,9 @@ def _check_id(context, field: str, value: str, required: bool = True) -> None:
 
 
 class RecommenderServicer(funnel_pb2_grpc.RecommenderServicer):
-    def __init__(self, app):
+    def __init__(self, app, decisions=None):
         self.app = app  # server.app.ServingApp: store, registry, funnel, cursor codec, metrics, kill switch
+        self.decisions = decisions  # server.decisions.log.DecisionLog (None: no decision log)
 
     @rpc
     async def GetFeed(self, request, context):
@@ -52,11 +56,10 @@ class RecommenderServicer(funnel_pb2_grpc.RecommenderServicer):
             invalid(context, f"context.session_item_ids: more than {MAX_LIST_IDS} ids")
         with self.app.store.snapshot() as snap:
             tenant = authenticate_tenant(self.app, snap, context)
-            state = self._state(request.user_id, request.surface, request.limit, tenant, snap, context)
-            state.explain = request.explain
-            state.session_idx = self._resolve(snap, tenant, request.context.session_item_ids)
-            state.exclude_idx = self._resolve(snap, tenant, request.exclude_item_ids)
-            return self._respond("GetFeed", request.cursor, state, snap, context, started)
+            response = self.feed_response(request, tenant, snap, context, started)
+        if self.decisions is not None:
+            self.decisions.record(DECISION_FEED, tenant, request, response)
+        return response
 
     @rpc
     async def GetRelated(self, request, context):
@@ -67,12 +70,29 @@ class RecommenderServicer(funnel_pb2_grpc.RecommenderServicer):
         _check_id(context, "surface", request.surface, required=False)
         with self.app.store.snapshot() as snap:
             tenant = authenticate_tenant(self.app, snap, context)
-            anchor = snap.item_index(tenant.tenant_id, request.item_id)
-            if anchor is None:
-                not_found(context, f"item_id: {request.item_id!r} is not in the catalog")
-            state = self._state(request.user_id, request.surface or "related", request.limit, tenant, snap, context)
-            state.anchor_idx = anchor
-            return self._respond("GetRelated", request.cursor, state, snap, context, started)
+            response = self.related_response(request, tenant, snap, context, started)
+        if self.decisions is not None:
+            self.decisions.record(DECISION_RELATED, tenant, request, response)
+        return response
+
+    # ------------------------------------------- after authentication (shared by batch plans and replay)
+    def feed_response(self, request, tenant, snap, context, started: float, method: str = "GetFeed"):
+        """GetFeed's answer once the tenant is known: the one code path from request to
+        FeedResponse that GetFeed, batch plans (server.batch_plans) and replay use."""
+        state = self._state(request.user_id, request.surface, request.limit, tenant, snap, context)
+        state.explain = request.explain
+        state.session_idx = self._resolve(snap, tenant, request.context.session_item_ids)
+        state.exclude_idx = self._resolve(snap, tenant, request.exclude_item_ids)
+        return self._respond(method, request.cursor, state, snap, context, started)
+
+    def related_response(self, request, tenant, snap, context, started: float, method: str = "GetRelated"):
+        """GetRelated's answer once the tenant is known (as :meth:`feed_response`)."""
+        anchor = snap.item_index(tenant.tenant_id, request.item_id)
+        if anchor is None:
+            not_found(context, f"item_id: {request.item_id!r} is not in the catalog")
+        state = self._state(request.user_id, request.surface or "related", request.limit, tenant, snap, context)
+        state.anchor_idx = anchor
+        return self._respond(method, request.cursor, state, snap, context, started)
 
     # ------------------------------------------------------------------ helpers
     def _state(self, user_id, surface, limit, tenant, snap, context) -> RequestState:
@@ -103,7 +123,7 @@ class RecommenderServicer(funnel_pb2_grpc.RecommenderServicer):
             except CursorError as exc:
                 invalid(context, str(exc))
             page, rest = self._page_from_tail(state, tail)
-            level, model_version, personalized = tail.level, "", tail.level <= LEVEL_CACHED
+            level, model_version, personalized, canary = tail.level, "", tail.level <= LEVEL_CACHED, False
         else:
             result = self.app.funnel.run(state)
             ranking = result.ranking
@@ -111,14 +131,18 @@ class RecommenderServicer(funnel_pb2_grpc.RecommenderServicer):
                                ranking.sources, ranking.sponsored)
             page, rest = self._split(tail, state.limit)
             level, model_version, personalized = result.level, result.model_version, result.personalized
+            canary = result.canary
             if state.explain:
                 explain = dict(zip(ranking.items[: state.limit].tolist(), ranking.features[: state.limit]))
+        # "<32 hex>.<experiment>.<variant>" inside an experiment (server.experiments.parse_request_id)
+        request_id = uuid.uuid4().hex + (f".{state.experiment}.{state.variant}" if state.experiment else "")
         response = funnel_pb2.FeedResponse(
             mode=funnel_pb2.MODE_PERSONALIZED if personalized else funnel_pb2.MODE_FALLBACK,
-            degradation_level=level, request_id=uuid.uuid4().hex, model_version=model_version,
+            degradation_level=level, request_id=request_id, model_version=model_version,
             candidates_retrieved=state.candidates_retrieved, candidates_scored=state.candidates_scored,
             next_cursor=self.app.cursors.encode(self._scope(state), rest) if rest.items.shape[0] else "",
-            sources_failed=state.sources_failed)
+            sources_failed=state.sources_failed, experiment=state.experiment, variant=state.variant,
+            config_version=state.tenant.config.version, canary=canary)
         for name, count in state.filtered.items():
             response.filtered[name] = count
         tenant_id = state.tenant.tenant_id
@@ -136,6 +160,8 @@ class RecommenderServicer(funnel_pb2_grpc.RecommenderServicer):
         elapsed = time.perf_counter() - started
         response.server_time_us = int(elapsed * 1e6)
         self.app.metrics.observe_request(method, tenant_id, level, elapsed, state)
+        if state.canary_outcomes:  # a canary model ran: its guardrail window (server.models.canary)
+            record_outcomes(state, elapsed)
         return response
 
     @staticmethod

@@ -23,7 +23,7 @@ class FrequencyCapFilter(HardFilter):
     name = "capped"
 
     def contribute(self, state, plan: FilterPlan) -> None:
-        rules = state.tenant.config.rules_for(state.surface)
+        rules = state.rules
         if not (rules.frequency_cap or rules.campaign_frequency_cap) or not state.user_id:
             return
         raw = state.snap.impressions(state.tenant.tenant_id, state.user_id)

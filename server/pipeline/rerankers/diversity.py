@@ -13,7 +13,7 @@ class DiversityReranker(Reranker):
     name = "diversity"
 
     def rerank(self, state, ranking: Ranking) -> Ranking:
-        rules = state.tenant.config.rules_for(state.surface)
+        rules = state.rules
         if not (rules.max_per_category or rules.max_streak) or len(ranking) <= 1:
             return ranking
         n = len(ranking)

@@ -25,7 +25,7 @@ class EditorialBoost(Reranker):
     name = "editorial"
 
     def rerank(self, state, ranking: Ranking) -> Ranking:
-        weight = state.tenant.config.rules_for(state.surface).editorial_weight
+        weight = state.rules.editorial_weight
         if weight and len(ranking) > 1:
             spread = float(ranking.scores.max() - ranking.scores.min()) or 1.0
             ranking.scores = ranking.scores + np.float32(weight * spread) * editorial_strength(state, ranking)

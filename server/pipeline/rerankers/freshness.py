@@ -12,7 +12,7 @@ class FreshnessBoost(Reranker):
     name = "freshness"
 
     def rerank(self, state, ranking: Ranking) -> Ranking:
-        weight = state.tenant.config.rules_for(state.surface).freshness_weight
+        weight = state.rules.freshness_weight
         if weight:
             ranking.scores = ranking.scores + np.float32(weight) * ranking.features[:, RECENCY]
         return ranking.take(np.argsort(-ranking.scores, kind="stable"))

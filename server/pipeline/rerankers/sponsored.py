@@ -11,7 +11,7 @@ class SponsoredSlots(Reranker):
     name = "sponsored"
 
     def rerank(self, state, ranking: Ranking) -> Ranking:
-        slots = sorted(p for p in state.tenant.config.rules_for(state.surface).sponsored_positions if p < state.limit)
+        slots = sorted(p for p in state.rules.sponsored_positions if p < state.limit)
         sponsored_items = state.snap.item_list(state.tenant.tenant_id, "sponsored")
         if not slots or sponsored_items.shape[0] == 0 or len(ranking) == 0:
             return ranking

@@ -1,6 +1,6 @@
-"""Pre-ranker: the tenant's linear model over all filtered candidates."""
+"""Pre-ranker: the request's pre-ranking model (state.models) over all filtered candidates."""
 
-from server.pipeline.scorers.base import RankingUnavailable, ScoringStage
+from server.pipeline.scorers.base import RankingUnavailable, ScoringStage, run_model
 
 
 class PreRanker(ScoringStage):
@@ -10,7 +10,7 @@ class PreRanker(ScoringStage):
         self.keep = keep
 
     def score(self, state, features):
-        scorer = state.tenant.prerank
-        if scorer is None:
+        models = state.models
+        if models.prerank is None:
             raise RankingUnavailable(state.tenant.model_errors.get("prerank", "no pre-ranker deployed"))
-        return scorer.score(features)
+        return run_model(state, models.prerank, models.prerank_watch, features)

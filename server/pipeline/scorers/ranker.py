@@ -1,13 +1,14 @@
-"""Ranker: the learned model (or the tenant's JSON linear model) over the pre-ranker's best."""
+"""Ranker: the request's learned model (state.models: deployed, canary or the experiment's
+override; or the tenant's JSON linear model) over the pre-ranker's best."""
 
-from server.pipeline.scorers.base import RankingUnavailable, ScoringStage
+from server.pipeline.scorers.base import RankingUnavailable, ScoringStage, run_model
 
 
 class Ranker(ScoringStage):
     name = "rank"
 
     def score(self, state, features):
-        scorer = state.tenant.rank
-        if scorer is None:
+        models = state.models
+        if models.rank is None:
             raise RankingUnavailable(state.tenant.model_errors.get("rank", "no ranker deployed"))
-        return scorer.score(features)
+        return run_model(state, models.rank, models.rank_watch, features)

@@ -1,0 +1,1 @@
+"""Experiment analysis: per-variant statistics from the event stream (``funnel experiments report``)."""
