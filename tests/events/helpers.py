@@ -17,6 +17,14 @@ from protos import funnel_pb2, funnel_pb2_grpc
 from tests.conftest import ROOT, free_port, stop_process_group
 
 
+async def probe_connect(nats_url: str, timeout: float = 10.0):
+    """A NATS connection for a probe, failing within ``timeout`` when the server is down
+    (nats-py's first connect retries forever with max_reconnect_attempts=0)."""
+    import nats
+
+    return await asyncio.wait_for(nats.connect(nats_url, connect_timeout=2, max_reconnect_attempts=1), timeout)
+
+
 def wait_until(check, timeout: float, interval: float = 0.02, what: str = "condition"):
     """Polls ``check()`` until it returns a truthy value (returned) or ``timeout`` passes."""
     deadline = time.monotonic() + timeout
@@ -134,11 +142,9 @@ def item_category(data_dir: str, tenant: str, item_id: str) -> int:
 
 def stream_last_seq(nats_url: str) -> int:
     async def query():
-        import nats
-
         from server.events.nats_server import STREAM
 
-        nc = await nats.connect(nats_url, connect_timeout=2, max_reconnect_attempts=0)
+        nc = await probe_connect(nats_url)
         try:
             return (await nc.jetstream().stream_info(STREAM)).state.last_seq
         finally:
@@ -193,11 +199,9 @@ def admin_call(server: EventServer, admin_key: str, method: str, request, timeou
 def subject_messages(nats_url: str, subject: str) -> int:
     """How many messages the event stream holds on ``subject`` now."""
     async def query():
-        import nats
-
         from server.events.nats_server import STREAM
 
-        nc = await nats.connect(nats_url, connect_timeout=2, max_reconnect_attempts=0)
+        nc = await probe_connect(nats_url)
         try:
             info = await nc.jetstream().stream_info(STREAM, subjects_filter=subject)
             return (info.state.subjects or {}).get(subject, 0)

@@ -17,7 +17,7 @@ from protos import funnel_pb2, funnel_pb2_grpc
 from server.decisions.stream import STREAM, decision_subject, find_decision, tenant_filter
 from server.events.nats_server import subject_for
 from tests.conftest import ROOT
-from tests.events.helpers import admin_call, wait_until
+from tests.events.helpers import admin_call, probe_connect, wait_until
 from tests.integration.test_feed import active_users, md
 
 pytestmark = pytest.mark.integration
@@ -32,10 +32,9 @@ def test_decision_subject_uses_the_event_streams_user_hash():
 # ------------------------------------------------------------------ helpers
 async def _decisions(nats_url: str, tenant: str = "demo") -> list[tuple[str, funnel_pb2.Decision]]:
     """(subject, Decision) of every stored decision of ``tenant``, oldest first."""
-    import nats
     from nats.js.api import DeliverPolicy
 
-    nc = await nats.connect(nats_url, connect_timeout=2, max_reconnect_attempts=0)
+    nc = await probe_connect(nats_url)
     try:
         js = nc.jetstream()
         info = await js.stream_info(STREAM, subjects_filter=tenant_filter(tenant))

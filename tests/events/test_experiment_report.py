@@ -19,18 +19,16 @@ from server.events.validate import to_message, validate_event
 from server.store import LmdbStore
 from server.tenancy import Experiment, TenantRegistry, Variant
 from tests.conftest import ROOT
-from tests.events.helpers import now_ms
+from tests.events.helpers import now_ms, probe_connect
 
 pytestmark = pytest.mark.integration
 
 
 def publish(nats_url: str, tenant_events: list[tuple[str, funnel_pb2.Event]]) -> None:
     async def run():
-        import nats
-
         from server.events.nats_server import ensure_stream
 
-        nc = await nats.connect(nats_url, connect_timeout=2, max_reconnect_attempts=0)
+        nc = await probe_connect(nats_url)
         try:
             js = nc.jetstream()
             await ensure_stream(js)
