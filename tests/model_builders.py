@@ -68,3 +68,14 @@ def saturated_affinity_model(seed: int = 5) -> bytes:
              helper.make_node("Add", ["linear", "penalty"], ["logits"]),
              helper.make_node("Squeeze", ["logits", "axes"], ["score"])]
     return _graph(nodes, inits, N_FEATURES)
+
+
+def upload(stub, amd, blob, kind="rank", features=FEATURES, chunk=64 << 10, **first):
+    """Admin.UploadModel of ``blob`` for tenant "demo", streamed in ``chunk``-byte pieces."""
+    from protos import funnel_pb2
+
+    def chunks():
+        yield funnel_pb2.ModelChunk(tenant_id="demo", kind=kind, features=features, data=blob[:chunk], **first)
+        for start in range(chunk, len(blob), chunk):
+            yield funnel_pb2.ModelChunk(data=blob[start:start + chunk])
+    return stub.UploadModel(chunks(), metadata=amd, timeout=60)

@@ -81,11 +81,34 @@ async def fetch_decision(nats_url: str, request_id: str, tenant: str = ""):
 
 
 def pin_model_version(app, snap, runtime, version: str):
-    """Hook for the model registry: a runtime like ``runtime`` whose scorers are the
-    registered models of ``version`` ("<prerank>+<rank>" as FeedResponse.model_version
-    reports it), or None when they cannot be loaded. Today only the deployed models are
-    loadable, so this returns None and the replay reports the version as not available."""
-    return None
+    """A runtime like ``runtime`` whose every request is scored by the registered models
+    of ``version`` ("<prerank>+<rank>" as FeedResponse.model_version reports it, 12 hex
+    digits each; a lone "<prerank>" after a pre-ranker-only response), or None when one
+    of them is not in the tenant's registry (server.models.registry) or does not load."""
+    import dataclasses
+    import os
+
+    from server.models.registry import ModelRegistry
+    from server.models.runtime import ModelError, load_scorer
+    from server.models.selection import KindModels, SurfaceModels
+
+    parts = version.split("+")
+    if not 1 <= len(parts) <= 2:
+        return None
+    registry = ModelRegistry(app.store, app.settings.data_dir)
+    scorers = []
+    for part, kind in zip(parts, ("prerank", "rank")):
+        record = registry.get(snap.txn, runtime.tenant_id, part)
+        if record is None or record.kind != kind:
+            return None
+        try:
+            scorers.append(load_scorer(os.path.join(app.settings.data_dir, record.path), record.version,
+                                       record.features))
+        except ModelError:
+            return None
+    rank = scorers[1] if len(scorers) == 2 else runtime.rank
+    pinned = SurfaceModels(KindModels(stable=scorers[0]), KindModels(stable=rank))
+    return dataclasses.replace(runtime, surface_models={"*": pinned}, override_models={})
 
 
 def runtime_with_config(registry, snap, runtime, config):

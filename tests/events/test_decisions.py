@@ -270,3 +270,23 @@ async def test_find_decision_scans_past_other_decisions(nats_server):
         assert missing.decision is None and missing.scanned == 50
     finally:
         await nc.close()
+
+
+def test_replay_pins_the_logged_model_version_after_a_new_deploy(logged_server, nats_server):
+    from tests.model_builders import good_model, upload
+
+    server, data_dir, admin_key, api_key = logged_server
+    user = active_users(data_dir, 4)[3]
+    before = server.feed(user, api_key, "demo", limit=10)
+    wait_logged(nats_server.url, [before.request_id])
+    stub, amd = funnel_pb2_grpc.AdminStub(server.channel), (("x-admin-key", admin_key),)
+    info = upload(stub, amd, good_model(seed=11))
+    stub.DeployModel(funnel_pb2.DeployModelRequest(tenant_id="demo", kind="rank", version=info.version,
+                                                   canary_percent=100, reason="replay test"), metadata=amd)
+    time.sleep(1.2)  # registry refresh
+    after = server.feed(user, api_key, "demo", limit=10)
+    assert after.model_version != before.model_version and after.model_version.endswith(info.version[:12])
+
+    pinned = replay(data_dir, nats_server.url, before.request_id, "--tenant", "demo")
+    assert pinned.returncode == 0, pinned.stdout + pinned.stderr
+    assert f"model version {before.model_version} loaded from the registry" in pinned.stdout

@@ -22,7 +22,7 @@ from kernels.layout import FEATURES
 from protos import funnel_pb2, funnel_pb2_grpc
 from tests.conftest import ROOT, ServerProcess, free_port, wait_serving
 from tests.integration.test_feed import active_users, md
-from tests.model_builders import good_model, nan_everywhere_model, saturated_affinity_model
+from tests.model_builders import good_model, nan_everywhere_model, saturated_affinity_model, upload
 from server.models.onnx_build import linear_model
 
 pytestmark = pytest.mark.integration
@@ -57,14 +57,6 @@ class MetricsServer(ServerProcess):
 
 def admin(server, admin_key):
     return funnel_pb2_grpc.AdminStub(grpc.insecure_channel(server.target)), (("x-admin-key", admin_key),)
-
-
-def upload(stub, amd, blob, kind="rank", features=FEATURES, chunk=64 << 10, **first):
-    def chunks():
-        yield funnel_pb2.ModelChunk(tenant_id="demo", kind=kind, features=features, data=blob[:chunk], **first)
-        for start in range(chunk, len(blob), chunk):
-            yield funnel_pb2.ModelChunk(data=blob[start:start + chunk])
-    return stub.UploadModel(chunks(), metadata=amd, timeout=60)
 
 
 def feed(target, api_key, user_id):
