@@ -252,7 +252,24 @@ def load_dataset(data_dir: str, tenant: str, path: str, fmt: str = "auto", now_t
     started = time.perf_counter()
     dataset = read_dataset(path, fmt, progress)
     report = write_dataset(data_dir, tenant, dataset, now_ts, progress)
+    _build_named_segment_lists(data_dir, tenant)
     return dataclasses.replace(report, seconds=time.perf_counter() - started)
+
+
+def _build_named_segment_lists(data_dir: str, tenant: str) -> None:
+    """The tenant's named segments (if it exists and has any) get fresh level-3 lists
+    from the history just loaded and the user rows just written (ops.segments)."""
+    from ops.segments import build_segment_lists
+    from server.tenancy import TenantRegistry
+
+    store = LmdbStore.open(data_dir, readonly=True)
+    try:
+        with store.snapshot() as snap:
+            config = TenantRegistry(store).get(snap.txn, tenant)
+    finally:
+        store.close()
+    if config is not None and config.segments:
+        build_segment_lists(data_dir, tenant)
 
 
 def main(argv: list[str] | None = None) -> int:

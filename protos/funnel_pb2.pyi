@@ -109,7 +109,7 @@ class FeedItem(_message.Message):
     def __init__(self, item_id: _Optional[str] = ..., score: _Optional[float] = ..., position: _Optional[int] = ..., reason: _Optional[str] = ..., sources: _Optional[_Iterable[str]] = ..., is_sponsored: _Optional[bool] = ..., title: _Optional[str] = ..., category: _Optional[str] = ..., maturity_rating: _Optional[str] = ...) -> None: ...
 
 class FeedResponse(_message.Message):
-    __slots__ = ("items", "mode", "degradation_level", "request_id", "model_version", "candidates_retrieved", "candidates_scored", "next_cursor", "server_time_us", "filtered", "sources_failed", "experiment", "variant", "config_version", "canary")
+    __slots__ = ("items", "mode", "degradation_level", "request_id", "model_version", "candidates_retrieved", "candidates_scored", "next_cursor", "server_time_us", "filtered", "sources_failed", "experiment", "variant", "config_version", "canary", "segment")
     class FilteredEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -132,6 +132,7 @@ class FeedResponse(_message.Message):
     VARIANT_FIELD_NUMBER: _ClassVar[int]
     CONFIG_VERSION_FIELD_NUMBER: _ClassVar[int]
     CANARY_FIELD_NUMBER: _ClassVar[int]
+    SEGMENT_FIELD_NUMBER: _ClassVar[int]
     items: _containers.RepeatedCompositeFieldContainer[FeedItem]
     mode: Mode
     degradation_level: int
@@ -147,10 +148,18 @@ class FeedResponse(_message.Message):
     variant: str
     config_version: int
     canary: bool
-    def __init__(self, items: _Optional[_Iterable[_Union[FeedItem, _Mapping]]] = ..., mode: _Optional[_Union[Mode, str]] = ..., degradation_level: _Optional[int] = ..., request_id: _Optional[str] = ..., model_version: _Optional[str] = ..., candidates_retrieved: _Optional[int] = ..., candidates_scored: _Optional[int] = ..., next_cursor: _Optional[str] = ..., server_time_us: _Optional[int] = ..., filtered: _Optional[_Mapping[str, int]] = ..., sources_failed: _Optional[_Iterable[str]] = ..., experiment: _Optional[str] = ..., variant: _Optional[str] = ..., config_version: _Optional[int] = ..., canary: _Optional[bool] = ...) -> None: ...
+    segment: str
+    def __init__(self, items: _Optional[_Iterable[_Union[FeedItem, _Mapping]]] = ..., mode: _Optional[_Union[Mode, str]] = ..., degradation_level: _Optional[int] = ..., request_id: _Optional[str] = ..., model_version: _Optional[str] = ..., candidates_retrieved: _Optional[int] = ..., candidates_scored: _Optional[int] = ..., next_cursor: _Optional[str] = ..., server_time_us: _Optional[int] = ..., filtered: _Optional[_Mapping[str, int]] = ..., sources_failed: _Optional[_Iterable[str]] = ..., experiment: _Optional[str] = ..., variant: _Optional[str] = ..., config_version: _Optional[int] = ..., canary: _Optional[bool] = ..., segment: _Optional[str] = ...) -> None: ...
 
 class SurfaceRules(_message.Message):
-    __slots__ = ("max_per_category", "max_streak", "freshness_weight", "sponsored_positions", "editorial_weight", "frequency_cap", "campaign_frequency_cap", "frequency_window_s")
+    __slots__ = ("max_per_category", "max_streak", "freshness_weight", "sponsored_positions", "editorial_weight", "frequency_cap", "campaign_frequency_cap", "frequency_window_s", "segment_rules")
+    class SegmentRulesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: SegmentRules
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[SegmentRules, _Mapping]] = ...) -> None: ...
     MAX_PER_CATEGORY_FIELD_NUMBER: _ClassVar[int]
     MAX_STREAK_FIELD_NUMBER: _ClassVar[int]
     FRESHNESS_WEIGHT_FIELD_NUMBER: _ClassVar[int]
@@ -159,6 +168,7 @@ class SurfaceRules(_message.Message):
     FREQUENCY_CAP_FIELD_NUMBER: _ClassVar[int]
     CAMPAIGN_FREQUENCY_CAP_FIELD_NUMBER: _ClassVar[int]
     FREQUENCY_WINDOW_S_FIELD_NUMBER: _ClassVar[int]
+    SEGMENT_RULES_FIELD_NUMBER: _ClassVar[int]
     max_per_category: int
     max_streak: int
     freshness_weight: float
@@ -167,10 +177,43 @@ class SurfaceRules(_message.Message):
     frequency_cap: int
     campaign_frequency_cap: int
     frequency_window_s: int
-    def __init__(self, max_per_category: _Optional[int] = ..., max_streak: _Optional[int] = ..., freshness_weight: _Optional[float] = ..., sponsored_positions: _Optional[_Iterable[int]] = ..., editorial_weight: _Optional[float] = ..., frequency_cap: _Optional[int] = ..., campaign_frequency_cap: _Optional[int] = ..., frequency_window_s: _Optional[int] = ...) -> None: ...
+    segment_rules: _containers.MessageMap[str, SegmentRules]
+    def __init__(self, max_per_category: _Optional[int] = ..., max_streak: _Optional[int] = ..., freshness_weight: _Optional[float] = ..., sponsored_positions: _Optional[_Iterable[int]] = ..., editorial_weight: _Optional[float] = ..., frequency_cap: _Optional[int] = ..., campaign_frequency_cap: _Optional[int] = ..., frequency_window_s: _Optional[int] = ..., segment_rules: _Optional[_Mapping[str, SegmentRules]] = ...) -> None: ...
+
+class SegmentRules(_message.Message):
+    __slots__ = ("allowed_categories", "blocked_categories", "blocked_item_ids")
+    ALLOWED_CATEGORIES_FIELD_NUMBER: _ClassVar[int]
+    BLOCKED_CATEGORIES_FIELD_NUMBER: _ClassVar[int]
+    BLOCKED_ITEM_IDS_FIELD_NUMBER: _ClassVar[int]
+    allowed_categories: _containers.RepeatedScalarFieldContainer[str]
+    blocked_categories: _containers.RepeatedScalarFieldContainer[str]
+    blocked_item_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, allowed_categories: _Optional[_Iterable[str]] = ..., blocked_categories: _Optional[_Iterable[str]] = ..., blocked_item_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class Segment(_message.Message):
+    __slots__ = ("name", "top_categories", "min_interactions", "max_interactions", "min_skip_rate", "max_skip_rate", "lifecycle", "lapsed_after_days", "consent")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TOP_CATEGORIES_FIELD_NUMBER: _ClassVar[int]
+    MIN_INTERACTIONS_FIELD_NUMBER: _ClassVar[int]
+    MAX_INTERACTIONS_FIELD_NUMBER: _ClassVar[int]
+    MIN_SKIP_RATE_FIELD_NUMBER: _ClassVar[int]
+    MAX_SKIP_RATE_FIELD_NUMBER: _ClassVar[int]
+    LIFECYCLE_FIELD_NUMBER: _ClassVar[int]
+    LAPSED_AFTER_DAYS_FIELD_NUMBER: _ClassVar[int]
+    CONSENT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    top_categories: _containers.RepeatedScalarFieldContainer[str]
+    min_interactions: int
+    max_interactions: int
+    min_skip_rate: float
+    max_skip_rate: float
+    lifecycle: _containers.RepeatedScalarFieldContainer[str]
+    lapsed_after_days: int
+    consent: str
+    def __init__(self, name: _Optional[str] = ..., top_categories: _Optional[_Iterable[str]] = ..., min_interactions: _Optional[int] = ..., max_interactions: _Optional[int] = ..., min_skip_rate: _Optional[float] = ..., max_skip_rate: _Optional[float] = ..., lifecycle: _Optional[_Iterable[str]] = ..., lapsed_after_days: _Optional[int] = ..., consent: _Optional[str] = ...) -> None: ...
 
 class Tenant(_message.Message):
-    __slots__ = ("tenant_id", "name", "maturity_policy", "personalization_enabled", "default_limit", "max_limit", "latency_budget_ms", "blocked_item_ids", "blocked_categories", "boosted_item_ids", "surfaces", "linear_model_json", "version", "api_keys", "rotate_keys", "api_key_count", "experiments")
+    __slots__ = ("tenant_id", "name", "maturity_policy", "personalization_enabled", "default_limit", "max_limit", "latency_budget_ms", "blocked_item_ids", "blocked_categories", "boosted_item_ids", "surfaces", "linear_model_json", "version", "api_keys", "rotate_keys", "api_key_count", "experiments", "segments")
     class SurfacesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -195,6 +238,7 @@ class Tenant(_message.Message):
     ROTATE_KEYS_FIELD_NUMBER: _ClassVar[int]
     API_KEY_COUNT_FIELD_NUMBER: _ClassVar[int]
     EXPERIMENTS_FIELD_NUMBER: _ClassVar[int]
+    SEGMENTS_FIELD_NUMBER: _ClassVar[int]
     tenant_id: str
     name: str
     maturity_policy: str
@@ -212,7 +256,8 @@ class Tenant(_message.Message):
     rotate_keys: bool
     api_key_count: int
     experiments: _containers.RepeatedCompositeFieldContainer[Experiment]
-    def __init__(self, tenant_id: _Optional[str] = ..., name: _Optional[str] = ..., maturity_policy: _Optional[str] = ..., personalization_enabled: _Optional[bool] = ..., default_limit: _Optional[int] = ..., max_limit: _Optional[int] = ..., latency_budget_ms: _Optional[int] = ..., blocked_item_ids: _Optional[_Iterable[str]] = ..., blocked_categories: _Optional[_Iterable[str]] = ..., boosted_item_ids: _Optional[_Iterable[str]] = ..., surfaces: _Optional[_Mapping[str, SurfaceRules]] = ..., linear_model_json: _Optional[str] = ..., version: _Optional[int] = ..., api_keys: _Optional[_Iterable[str]] = ..., rotate_keys: _Optional[bool] = ..., api_key_count: _Optional[int] = ..., experiments: _Optional[_Iterable[_Union[Experiment, _Mapping]]] = ...) -> None: ...
+    segments: _containers.RepeatedCompositeFieldContainer[Segment]
+    def __init__(self, tenant_id: _Optional[str] = ..., name: _Optional[str] = ..., maturity_policy: _Optional[str] = ..., personalization_enabled: _Optional[bool] = ..., default_limit: _Optional[int] = ..., max_limit: _Optional[int] = ..., latency_budget_ms: _Optional[int] = ..., blocked_item_ids: _Optional[_Iterable[str]] = ..., blocked_categories: _Optional[_Iterable[str]] = ..., boosted_item_ids: _Optional[_Iterable[str]] = ..., surfaces: _Optional[_Mapping[str, SurfaceRules]] = ..., linear_model_json: _Optional[str] = ..., version: _Optional[int] = ..., api_keys: _Optional[_Iterable[str]] = ..., rotate_keys: _Optional[bool] = ..., api_key_count: _Optional[int] = ..., experiments: _Optional[_Iterable[_Union[Experiment, _Mapping]]] = ..., segments: _Optional[_Iterable[_Union[Segment, _Mapping]]] = ...) -> None: ...
 
 class Experiment(_message.Message):
     __slots__ = ("name", "surface", "salt", "status", "variants")
@@ -452,6 +497,26 @@ class IngestResponse(_message.Message):
     duplicates: int
     def __init__(self, accepted: _Optional[int] = ..., spooled: _Optional[int] = ..., rejected: _Optional[_Iterable[_Union[RejectedEvent, _Mapping]]] = ..., duplicates: _Optional[int] = ...) -> None: ...
 
+class UserSegment(_message.Message):
+    __slots__ = ("user_id", "segment", "known", "personalization_consent", "top_category", "interactions", "skip_rate", "days_since_active")
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    SEGMENT_FIELD_NUMBER: _ClassVar[int]
+    KNOWN_FIELD_NUMBER: _ClassVar[int]
+    PERSONALIZATION_CONSENT_FIELD_NUMBER: _ClassVar[int]
+    TOP_CATEGORY_FIELD_NUMBER: _ClassVar[int]
+    INTERACTIONS_FIELD_NUMBER: _ClassVar[int]
+    SKIP_RATE_FIELD_NUMBER: _ClassVar[int]
+    DAYS_SINCE_ACTIVE_FIELD_NUMBER: _ClassVar[int]
+    user_id: str
+    segment: str
+    known: bool
+    personalization_consent: bool
+    top_category: str
+    interactions: int
+    skip_rate: float
+    days_since_active: float
+    def __init__(self, user_id: _Optional[str] = ..., segment: _Optional[str] = ..., known: _Optional[bool] = ..., personalization_consent: _Optional[bool] = ..., top_category: _Optional[str] = ..., interactions: _Optional[int] = ..., skip_rate: _Optional[float] = ..., days_since_active: _Optional[float] = ...) -> None: ...
+
 class UserSignals(_message.Message):
     __slots__ = ("user_id", "known", "activity", "skip_rate", "last_active_day", "personalization_consent", "has_embedding", "top_categories", "recent_item_ids")
     USER_ID_FIELD_NUMBER: _ClassVar[int]
@@ -475,7 +540,7 @@ class UserSignals(_message.Message):
     def __init__(self, user_id: _Optional[str] = ..., known: _Optional[bool] = ..., activity: _Optional[float] = ..., skip_rate: _Optional[float] = ..., last_active_day: _Optional[int] = ..., personalization_consent: _Optional[bool] = ..., has_embedding: _Optional[bool] = ..., top_categories: _Optional[_Iterable[_Union[CategoryAffinity, _Mapping]]] = ..., recent_item_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Decision(_message.Message):
-    __slots__ = ("request_id", "tenant_id", "user_id", "user_hash", "surface", "feed", "related", "items", "model_version", "config_version", "experiment", "variant", "degradation_level", "mode", "latency_us", "served_at_ms", "canary")
+    __slots__ = ("request_id", "tenant_id", "user_id", "user_hash", "surface", "feed", "related", "items", "model_version", "config_version", "experiment", "variant", "degradation_level", "mode", "latency_us", "served_at_ms", "canary", "segment")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     TENANT_ID_FIELD_NUMBER: _ClassVar[int]
     USER_ID_FIELD_NUMBER: _ClassVar[int]
@@ -493,6 +558,7 @@ class Decision(_message.Message):
     LATENCY_US_FIELD_NUMBER: _ClassVar[int]
     SERVED_AT_MS_FIELD_NUMBER: _ClassVar[int]
     CANARY_FIELD_NUMBER: _ClassVar[int]
+    SEGMENT_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     tenant_id: str
     user_id: str
@@ -510,7 +576,8 @@ class Decision(_message.Message):
     latency_us: int
     served_at_ms: int
     canary: bool
-    def __init__(self, request_id: _Optional[str] = ..., tenant_id: _Optional[str] = ..., user_id: _Optional[str] = ..., user_hash: _Optional[str] = ..., surface: _Optional[str] = ..., feed: _Optional[_Union[FeedRequest, _Mapping]] = ..., related: _Optional[_Union[RelatedRequest, _Mapping]] = ..., items: _Optional[_Iterable[_Union[FeedItem, _Mapping]]] = ..., model_version: _Optional[str] = ..., config_version: _Optional[int] = ..., experiment: _Optional[str] = ..., variant: _Optional[str] = ..., degradation_level: _Optional[int] = ..., mode: _Optional[_Union[Mode, str]] = ..., latency_us: _Optional[int] = ..., served_at_ms: _Optional[int] = ..., canary: _Optional[bool] = ...) -> None: ...
+    segment: str
+    def __init__(self, request_id: _Optional[str] = ..., tenant_id: _Optional[str] = ..., user_id: _Optional[str] = ..., user_hash: _Optional[str] = ..., surface: _Optional[str] = ..., feed: _Optional[_Union[FeedRequest, _Mapping]] = ..., related: _Optional[_Union[RelatedRequest, _Mapping]] = ..., items: _Optional[_Iterable[_Union[FeedItem, _Mapping]]] = ..., model_version: _Optional[str] = ..., config_version: _Optional[int] = ..., experiment: _Optional[str] = ..., variant: _Optional[str] = ..., degradation_level: _Optional[int] = ..., mode: _Optional[_Union[Mode, str]] = ..., latency_us: _Optional[int] = ..., served_at_ms: _Optional[int] = ..., canary: _Optional[bool] = ..., segment: _Optional[str] = ...) -> None: ...
 
 class BatchPlanRequest(_message.Message):
     __slots__ = ("tenant_id", "surface", "segment", "limit", "max_users", "valid_hours")

@@ -260,6 +260,11 @@ class AdminStub:
                 request_serializer=protos_dot_funnel__pb2.UserRef.SerializeToString,
                 response_deserializer=protos_dot_funnel__pb2.UserSignals.FromString,
                 _registered_method=True)
+        self.GetUserSegment = channel.unary_unary(
+                '/funnel.v1.Admin/GetUserSegment',
+                request_serializer=protos_dot_funnel__pb2.UserRef.SerializeToString,
+                response_deserializer=protos_dot_funnel__pb2.UserSegment.FromString,
+                _registered_method=True)
         self.DeleteUser = channel.unary_unary(
                 '/funnel.v1.Admin/DeleteUser',
                 request_serializer=protos_dot_funnel__pb2.UserRef.SerializeToString,
@@ -353,6 +358,13 @@ class AdminServicer:
 
     def GetUserSignals(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetUserSegment(self, request, context):
+        """The user's named segment now and the facts its rules read (server.segments).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -486,6 +498,11 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.GetUserSignals,
                     request_deserializer=protos_dot_funnel__pb2.UserRef.FromString,
                     response_serializer=protos_dot_funnel__pb2.UserSignals.SerializeToString,
+            ),
+            'GetUserSegment': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetUserSegment,
+                    request_deserializer=protos_dot_funnel__pb2.UserRef.FromString,
+                    response_serializer=protos_dot_funnel__pb2.UserSegment.SerializeToString,
             ),
             'DeleteUser': grpc.unary_unary_rpc_method_handler(
                     servicer.DeleteUser,
@@ -705,6 +722,33 @@ class Admin:
             '/funnel.v1.Admin/GetUserSignals',
             protos_dot_funnel__pb2.UserRef.SerializeToString,
             protos_dot_funnel__pb2.UserSignals.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetUserSegment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/funnel.v1.Admin/GetUserSegment',
+            protos_dot_funnel__pb2.UserRef.SerializeToString,
+            protos_dot_funnel__pb2.UserSegment.FromString,
             options,
             channel_credentials,
             insecure,

@@ -405,6 +405,9 @@ def build_parser() -> argparse.ArgumentParser:
     from server.cli_models import add_commands as add_model_commands  # funnel model ..., funnel index publish
 
     add_model_commands(sub, _data_dir_arg)
+    from server.cli_segments import add_commands as add_segment_commands  # funnel segments build
+
+    add_segment_commands(sub, _data_dir_arg)
     return parser
 
 

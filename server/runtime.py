@@ -25,6 +25,7 @@ from server.models.canary import CanaryMonitor
 from server.models.runtime import ModelError, Scorer, load_scorer
 from server.models.selection import BUCKETS, KindModels, ModelChoice, SurfaceModels
 from server.experiments import ExperimentPlan
+from server.segments import SegmentPlan
 from server.tenancy import TenantConfig
 
 log = logging.getLogger("funnel.runtime")
@@ -50,12 +51,16 @@ class TenantRuntime:
     recency_half_life_days: float = DEFAULT_RECENCY_HALF_LIFE_DAYS
     # per surface: rules and running experiment, compiled from the config (server.experiments)
     experiments: ExperimentPlan = field(init=False)
+    # named segments and their per-surface eligibility (server.segments); rebuilt with the
+    # category names and item indices by RuntimeRegistry._build
+    segments: SegmentPlan = field(init=False)
     # per surface with a deployment ("*" for the rest): stable/canary scorers (server.models.selection)
     surface_models: dict = field(default_factory=dict)
     override_models: dict = field(default_factory=dict)  # experiment model_version -> registered rank Scorer
 
     def __post_init__(self):
         self.experiments = ExperimentPlan(self.config)
+        self.segments = SegmentPlan(self.config, self.categories)
 
     def index(self, name: str):
         return self.indexes.get(name)
@@ -132,6 +137,7 @@ class RuntimeRegistry:
             if name in rt.categories:
                 mask |= 1 << rt.categories.index(name)
         rt.blocked_category_mask = mask & ((1 << MAX_CATEGORIES) - 1)
+        rt.segments = SegmentPlan(config, rt.categories, lambda ids: self._resolve(snap, tenant_id, ids))
         for name in INDEX_NAMES:
             pointer = snap.state(tenant_id, f"index:{name}")
             if pointer:

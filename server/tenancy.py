@@ -28,6 +28,17 @@ class ConfigError(ValueError):
 
 
 @dataclass(frozen=True)
+class SegmentRules:
+    """What one named segment may see on a surface (hard filters at every level).
+    Category names the catalog does not (yet) hold are accepted and match no item,
+    so ``allowed_categories`` naming only unknown categories lets the segment see nothing."""
+
+    allowed_categories: tuple[str, ...] = ()  # empty = every category
+    blocked_categories: tuple[str, ...] = ()
+    blocked_item_ids: tuple[str, ...] = ()    # ids not in the catalog are ignored (like blocked_item_ids)
+
+
+@dataclass(frozen=True)
 class SurfaceRules:
     max_per_category: int = 3
     max_streak: int = 2
@@ -39,6 +50,9 @@ class SurfaceRules:
     frequency_cap: int = 0
     campaign_frequency_cap: int = 0
     frequency_window_s: int = 86400
+    # named segment (TenantConfig.segments) -> its eligibility on this surface; validated
+    # by validate_segments. Not an experiment rule override (RULE_FIELD_KINDS leaves it out).
+    segment_rules: dict[str, SegmentRules] = field(default_factory=dict)
 
     def validate(self, where: str) -> None:
         if self.max_per_category < 0 or self.max_streak < 0:
@@ -65,7 +79,8 @@ EXPERIMENT_BUCKETS = 10_000          # assignment resolution (server.experiments
 MAX_EXPERIMENTS = 64
 MAX_VARIANTS = 32
 MAX_VARIANT_WEIGHT = 10_000
-RULE_FIELD_KINDS = {f.name: f.type for f in fields(SurfaceRules)}  # "int", "float", "tuple[int, ...]"
+RULE_FIELD_KINDS = {f.name: f.type for f in fields(SurfaceRules)  # "int", "float", "tuple[int, ...]"
+                    if f.name != "segment_rules"}
 
 
 @dataclass(frozen=True)
@@ -188,6 +203,114 @@ def _experiment_from_json(i: int, raw) -> Experiment:
     return Experiment(**dict(raw, variants=tuple(variants)))
 
 
+# ------------------------------------------------------------------- segments
+# A user's segment is the FIRST segment (in config order) whose rule matches; none when
+# no rule matches. A rule is a conjunction of conditions over the user row at request
+# time (server.segments); an empty rule matches everyone (a catch-all, best kept last).
+SEGMENT_NAME_RE = EXPERIMENT_NAME_RE
+MAX_SEGMENTS = 64
+MAX_SEGMENT_LIST = 1000              # names per list (categories, item ids)
+SEGMENT_LIFECYCLES = ("new", "active", "lapsed")
+SEGMENT_CONSENTS = ("", "granted", "withheld")
+NO_TOP_CATEGORY = "none"             # top_categories entry for users without any category affinity
+
+
+@dataclass(frozen=True)
+class Segment:
+    name: str
+    # user's top category (argmax of the category affinity) is one of these; "none" = no affinity
+    top_categories: tuple[str, ...] = ()  # empty = any
+    min_interactions: int = 0        # interaction count >= this
+    max_interactions: int | None = None  # interaction count <= this; None = no bound
+    min_skip_rate: float = 0.0       # skip rate (share of interactions with weight < 0.5) >= this
+    max_skip_rate: float = 1.0       # ... <= this
+    # new = unknown user or 0 interactions; active = last active <= lapsed_after_days ago; lapsed = longer ago
+    lifecycle: tuple[str, ...] = ()  # empty = any
+    lapsed_after_days: int = 30
+    consent: str = ""                # "" = any, "granted", "withheld" (opted out of personalisation)
+
+
+def validate_segments(segments: tuple[Segment, ...], surfaces: dict[str, SurfaceRules]) -> None:
+    """Raises ConfigError naming the field (``segments[i].max_skip_rate``,
+    ``surfaces['home'].segment_rules['kids'].allowed_categories``)."""
+    if len(segments) > MAX_SEGMENTS:
+        raise ConfigError(f"segments: at most {MAX_SEGMENTS}")
+    names: set[str] = set()
+    for i, seg in enumerate(segments):
+        where = f"segments[{i}]"
+        if not isinstance(seg.name, str) or not SEGMENT_NAME_RE.match(seg.name):
+            raise ConfigError(f"{where}.name: must match [A-Za-z0-9_-]{{1,64}}")
+        if seg.name in names:
+            raise ConfigError(f"{where}.name: duplicate segment name {seg.name!r}")
+        names.add(seg.name)
+        _check_names(f"{where}.top_categories", seg.top_categories)
+        if not _is_int(seg.min_interactions) or seg.min_interactions < 0:
+            raise ConfigError(f"{where}.min_interactions: must be an integer >= 0")
+        if seg.max_interactions is not None and (not _is_int(seg.max_interactions)
+                                                 or seg.max_interactions < seg.min_interactions):
+            raise ConfigError(f"{where}.max_interactions: must be an integer >= min_interactions")
+        for name in ("min_skip_rate", "max_skip_rate"):
+            value = getattr(seg, name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not (0.0 <= value <= 1.0):
+                raise ConfigError(f"{where}.{name}: must be within 0..1")
+        if seg.min_skip_rate > seg.max_skip_rate:
+            raise ConfigError(f"{where}.max_skip_rate: must be >= min_skip_rate")
+        bad = [v for v in seg.lifecycle if v not in SEGMENT_LIFECYCLES]
+        if bad or len(set(seg.lifecycle)) != len(seg.lifecycle):
+            raise ConfigError(f"{where}.lifecycle: distinct values of {', '.join(SEGMENT_LIFECYCLES)}")
+        if not _is_int(seg.lapsed_after_days) or not (1 <= seg.lapsed_after_days <= 3650):
+            raise ConfigError(f"{where}.lapsed_after_days: must be within 1..3650")
+        if seg.consent not in SEGMENT_CONSENTS:
+            raise ConfigError(f"{where}.consent: must be '' (any), 'granted' or 'withheld'")
+    for surface, rules in surfaces.items():
+        for name, eligibility in rules.segment_rules.items():
+            where = f"surfaces[{surface!r}].segment_rules[{name!r}]"
+            if name not in names:
+                raise ConfigError(f"{where}: unknown segment {name!r} (not in segments)")
+            for key in ("allowed_categories", "blocked_categories", "blocked_item_ids"):
+                _check_names(f"{where}.{key}", getattr(eligibility, key))
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_names(where: str, values) -> None:
+    if len(values) > MAX_SEGMENT_LIST:
+        raise ConfigError(f"{where}: at most {MAX_SEGMENT_LIST} names")
+    if any(not isinstance(v, str) or not v or len(v) > 256 for v in values):
+        raise ConfigError(f"{where}: names must be 1..256 characters")
+    if len(set(values)) != len(values):
+        raise ConfigError(f"{where}: duplicate names")
+
+
+def _segment_from_json(i: int, raw) -> Segment:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"segments[{i}]: must be an object")
+    unknown = set(raw) - {f.name for f in fields(Segment)}
+    if unknown:
+        raise ConfigError(f"segments[{i}]: unknown keys {', '.join(sorted(unknown))}")
+    raw = dict(raw)
+    for key in ("top_categories", "lifecycle"):
+        if key in raw:
+            raw[key] = tuple(raw[key] or ())
+    return Segment(**raw)
+
+
+def _segment_rules_from_json(where: str, raw) -> dict[str, SegmentRules]:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}.segment_rules: must be an object")
+    out = {}
+    for name, rules in raw.items():
+        if not isinstance(rules, dict):
+            raise ConfigError(f"{where}.segment_rules[{name!r}]: must be an object")
+        unknown = set(rules) - {f.name for f in fields(SegmentRules)}
+        if unknown:
+            raise ConfigError(f"{where}.segment_rules[{name!r}]: unknown keys {', '.join(sorted(unknown))}")
+        out[name] = SegmentRules(**{k: tuple(v or ()) for k, v in rules.items()})
+    return out
+
+
 @dataclass(frozen=True)
 class TenantConfig:
     tenant_id: str
@@ -203,6 +326,7 @@ class TenantConfig:
     surfaces: dict[str, SurfaceRules] = field(default_factory=lambda: {DEFAULT_SURFACE: SurfaceRules()})
     linear_model_json: str = ""
     experiments: tuple[Experiment, ...] = ()
+    segments: tuple[Segment, ...] = ()   # evaluated in order: a user's segment is the first match
     api_key_hashes: tuple[str, ...] = ()
     version: int = 0
     updated_at: float = 0.0
@@ -224,6 +348,7 @@ class TenantConfig:
                 raise ConfigError("surfaces: surface names must be 1..64 characters")
             rules.validate(f"surfaces[{name!r}]")
         validate_experiments(self.experiments, self.surfaces)
+        validate_segments(self.segments, self.surfaces)
         if self.linear_model_json:
             from server.models.onnx_build import linear_from_weight_map  # validates feature names
 
@@ -276,8 +401,10 @@ class TenantConfig:
                 raise ConfigError(f"surfaces[{name!r}]: unknown keys {', '.join(sorted(bad))}")
             rules = dict(rules)
             rules["sponsored_positions"] = tuple(rules.get("sponsored_positions", ()))
+            rules["segment_rules"] = _segment_rules_from_json(f"surfaces[{name!r}]", rules.get("segment_rules") or {})
             surfaces[name] = SurfaceRules(**rules)
         d["experiments"] = tuple(_experiment_from_json(i, e) for i, e in enumerate(d.get("experiments") or ()))
+        d["segments"] = tuple(_segment_from_json(i, e) for i, e in enumerate(d.get("segments") or ()))
         for key in ("blocked_item_ids", "blocked_categories", "boosted_item_ids", "api_key_hashes"):
             if key in d:
                 d[key] = tuple(d[key])

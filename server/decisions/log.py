@@ -131,7 +131,7 @@ def build_decision(kind: int, tenant_id: str, config_version: int, request, resp
         # another part of the control plane adds these to FeedResponse; use them where present
         config_version=int(getattr(response, "config_version", 0) or config_version),
         experiment=getattr(response, "experiment", ""), variant=getattr(response, "variant", ""),
-        canary=bool(getattr(response, "canary", False)))
+        canary=bool(getattr(response, "canary", False)), segment=getattr(response, "segment", ""))
     decision.user_hash = decision_subject(tenant_id, request.user_id).rsplit(".", 1)[1]
     if kind == FEED:
         decision.feed.CopyFrom(request)

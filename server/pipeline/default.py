@@ -7,6 +7,7 @@ from server.pipeline.filters import (
     InactiveFilter,
     MaturityFilter,
     SeenFilter,
+    SegmentFilter,
 )
 from server.pipeline.funnel import Funnel, RecentRankings
 from server.pipeline.rerankers import (
@@ -31,8 +32,8 @@ def default_funnel(metrics=None, cache: RecentRankings | None = None) -> Funnel:
             EditorialSource(k=100, budget_ms=2.0),
         ],
         # one kernel pass applies them all, to ranked and fallback lists alike; fail closed
-        filters=[InactiveFilter(), MaturityFilter(), BlockedFilter(), SeenFilter(), ExcludedFilter(),
-                 FrequencyCapFilter()],
+        filters=[InactiveFilter(), MaturityFilter(), BlockedFilter(), SegmentFilter(), SeenFilter(),
+                 ExcludedFilter(), FrequencyCapFilter()],
         prerank=PreRanker(keep=300),
         ranker=Ranker(),
         # order matters: editorial adjusts scores, freshness adjusts and re-sorts, diversity pages the

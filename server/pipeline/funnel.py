@@ -6,7 +6,8 @@ degradation stack when a stage cannot finish in budget.
 | 0     | full ranking (pre-ranker + ranker)       | normal                             |
 | 1     | pre-ranker only over fewer candidates    | budget too tight for the ranker    |
 | 2     | this user's cached recent ranking        | ranking unavailable or late        |
-| 3     | the user's segment list                  | no cache for the user              |
+| 3     | the user's segment list: named segment's | no cache for the user              |
+|       | list, else their top category's          |                                    |
 | 4     | tenant popular                           | everything else; non-personalised  |
 
 Every level's items pass the same FilterPlan, and any level that comes up short
@@ -32,6 +33,7 @@ from server.pipeline.rerankers import Ranking
 from server.pipeline.rerankers.reasons import fallback_reason
 from server.pipeline.scorers import RankingUnavailable
 from server.pipeline.state import SOURCE_CACHE, SOURCE_POPULAR, SOURCE_SEGMENT, RequestState
+from server.segments import SEGMENT_LIST_PREFIX
 
 log = logging.getLogger("funnel.pipeline")
 
@@ -265,6 +267,12 @@ class Funnel:
                 if len(ranking):
                     return self._diversified(state, ranking), LEVEL_CACHED
         if first_level <= LEVEL_SEGMENT:
+            # the named segment's list (`funnel segments build`), else the top-category list
+            if state.segment:
+                named = state.snap.item_list(tenant, SEGMENT_LIST_PREFIX + state.segment)
+                ranking = self._list_ranking(state, plan, named, SOURCE_SEGMENT, want)
+                if len(ranking):
+                    return self._diversified(state, ranking), LEVEL_SEGMENT
             affinity = state.affinity()
             if affinity.any():
                 segment = state.snap.item_list(tenant, f"segment:{int(np.argmax(affinity))}")

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from kernels.layout import MAX_CATEGORIES, USER_AFFINITY, USER_CONSENT, USER_WIDTH
+from server.segments import user_facts
 from server.store import user_recent_items, user_row_view, user_seen_view
 from server.tenancy import SurfaceRules
 
@@ -53,6 +54,7 @@ class RequestState:
     experiment: str = ""             # "" = in no experiment
     variant: str = ""
     model_override: str = ""         # the variant's ranking-model version; "" = the deployed one
+    segment: str = ""                # the user's named segment (server.segments); "" = none
     models: "object" = None          # server.models.selection.ModelChoice, set by the funnel before scoring
     canary_outcomes: list | None = None  # [(watch, error, rows, nonfinite)] per canary model run (server.models.canary)
     # outputs for the response and metrics
@@ -91,6 +93,7 @@ def request_state(snap, tenant, user_id: str, surface: str, limit: int, budget_s
                          limit=limit or config.default_limit, deadline=time.perf_counter() + budget_s)
     value = snap.user(tenant.tenant_id, user_id) if user_id else None
     consent = True
+    row = None
     if value is not None:
         state.known_user = True
         row = user_row_view(value)
@@ -98,6 +101,8 @@ def request_state(snap, tenant, user_id: str, surface: str, limit: int, budget_s
         if consent:
             state.user_row, state.seen = row, user_seen_view(value)
             state.recent = user_recent_items(value, RECENT_SEEDS)
+    if tenant.segments:  # first matching named segment; its eligibility is a hard filter (filters.segment)
+        state.segment = tenant.segments.classify(user_facts(row, consent, tenant.now_days()))
     state.personalized = not kill_switch and config.personalization_enabled and consent
     assignment = tenant.experiments.assign(user_id, state.surface)
     state.rules, state.experiment, state.variant, state.model_override = (

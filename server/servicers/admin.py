@@ -31,7 +31,15 @@ from server.events.erasure import EventsUnavailable, UserEraser, set_consent
 from server.servicers.common import RpcAbort, authenticate_admin, invalid, not_found, rpc
 from server.servicers.models import ModelAdmin
 from server.store import user_recent_items, user_row_view
-from server.servicers.config_mapping import config_versions, experiments_from_proto, experiments_to_proto
+from server.servicers.config_mapping import (
+    config_versions,
+    experiments_from_proto,
+    experiments_to_proto,
+    segment_rules_from_proto,
+    segment_rules_to_proto,
+    segments_from_proto,
+    segments_to_proto,
+)
 from server.tenancy import ConfigError, SurfaceRules, TenantConfig, TenantRegistry, VersionNotFound, hash_key
 
 MAX_KEY_LEN = 256
@@ -52,7 +60,9 @@ def tenant_to_proto(config: TenantConfig) -> funnel_pb2.Tenant:
             freshness_weight=rules.freshness_weight, sponsored_positions=rules.sponsored_positions,
             editorial_weight=rules.editorial_weight, frequency_cap=rules.frequency_cap,
             campaign_frequency_cap=rules.campaign_frequency_cap, frequency_window_s=rules.frequency_window_s))
+        segment_rules_to_proto(rules.segment_rules, msg.surfaces[name].segment_rules)
     msg.experiments.extend(experiments_to_proto(config.experiments))
+    msg.segments.extend(segments_to_proto(config.segments))
     return msg
 
 
@@ -65,7 +75,8 @@ def tenant_from_proto(msg: funnel_pb2.Tenant, current: TenantConfig | None) -> T
         hashes = tuple(dict.fromkeys(current.api_key_hashes + hashes))
     surfaces = {name: SurfaceRules(r.max_per_category, r.max_streak, r.freshness_weight,
                                    tuple(r.sponsored_positions), r.editorial_weight, r.frequency_cap,
-                                   r.campaign_frequency_cap, r.frequency_window_s or SurfaceRules.frequency_window_s)
+                                   r.campaign_frequency_cap, r.frequency_window_s or SurfaceRules.frequency_window_s,
+                                   segment_rules=segment_rules_from_proto(r.segment_rules))
                 for name, r in msg.surfaces.items()}
     defaults = TenantConfig(tenant_id=msg.tenant_id)
     return TenantConfig(
@@ -78,6 +89,7 @@ def tenant_from_proto(msg: funnel_pb2.Tenant, current: TenantConfig | None) -> T
         blocked_item_ids=tuple(msg.blocked_item_ids), blocked_categories=tuple(msg.blocked_categories),
         boosted_item_ids=tuple(msg.boosted_item_ids), surfaces=surfaces or defaults.surfaces,
         linear_model_json=msg.linear_model_json, experiments=experiments_from_proto(msg.experiments),
+        segments=segments_from_proto(msg.segments),
         api_key_hashes=hashes)
 
 
@@ -185,6 +197,27 @@ class AdminServicer(ModelAdmin, funnel_pb2_grpc.AdminServicer):  # model RPCs: s
         authenticate_admin(self.app, context)
         self._user_ref(context, request.tenant_id, request.user_id)
         return self._signals(request.tenant_id, request.user_id)
+
+    @rpc
+    async def GetUserSegment(self, request, context):
+        """The user's named segment as GetFeed computes it now (server.segments)."""
+        from server.segments import user_facts
+
+        authenticate_admin(self.app, context)
+        self._user_ref(context, request.tenant_id, request.user_id)
+        with self.app.store.snapshot() as snap:
+            runtime = self.app.registry.get(snap, request.tenant_id)
+            if runtime is None:
+                not_found(context, f"tenant_id: {request.tenant_id!r} does not exist")
+            value = snap.user(request.tenant_id, request.user_id)
+            row = user_row_view(value) if value is not None else None
+            consent = row is None or bool(row[USER_CONSENT] == 1.0)
+            facts = user_facts(row, consent, runtime.now_days())
+            return funnel_pb2.UserSegment(
+                user_id=request.user_id, segment=runtime.segments.classify(facts), known=row is not None,
+                personalization_consent=consent, top_category=runtime.segments.category_name(facts.top_category),
+                interactions=facts.interactions, skip_rate=facts.skip_rate,
+                days_since_active=facts.days_since_active if facts.days_since_active != float("inf") else -1.0)
 
     @rpc
     async def DeleteUser(self, request, context):

@@ -142,7 +142,7 @@ class RecommenderServicer(funnel_pb2_grpc.RecommenderServicer):
             candidates_retrieved=state.candidates_retrieved, candidates_scored=state.candidates_scored,
             next_cursor=self.app.cursors.encode(self._scope(state), rest) if rest.items.shape[0] else "",
             sources_failed=state.sources_failed, experiment=state.experiment, variant=state.variant,
-            config_version=state.tenant.config.version, canary=canary)
+            config_version=state.tenant.config.version, canary=canary, segment=state.segment)
         for name, count in state.filtered.items():
             response.filtered[name] = count
         tenant_id = state.tenant.tenant_id

@@ -14,7 +14,7 @@ of tenant data start with ``tenant_id + b"\\x00"`` so tenants never collide.
 | ``item_stats``| tenant, be32 index          | float64[STAT_WIDTH] interaction counters (kernels.layout) |
 | ``impressions``| tenant, user_id            | the user's last IMPRESSION_CAP impressions: ring of (item, time) |
 | ``users``     | tenant, user_id             | user row + seen ring (see kernels.layout)    |
-| ``lists``     | tenant, name                | int32 item indices (popular, trending:<cat>, new, segment:<cat>) |
+| ``lists``     | tenant, name                | int32 item indices (popular, trending:<cat>, new, segment:<cat>, segment:name:<segment>) |
 | ``state``     | tenant, name                | small tenant state (n_items, items_gen, catalog_gen, categories, models, indexes) |
 | ``outbox``    | be64 sequence               | events spooled while NATS was unreachable (server.events.outbox) |
 | ``progress``  | name                        | last applied stream sequence (b"events"), outbox high-water mark |
