@@ -45,7 +45,7 @@ from ops.train.evaluate import Evaluation, evaluate
 from ops.train.ranker import train_rankers
 from server.models.deploy import record_publish
 from server.models.onnx_build import model_sha256
-from server.models.registry import ModelRegistry, validate_model
+from server.models.registry import ModelRegistry, validate_model, write_content_addressed
 from server.runtime import DEFAULT_RECENCY_HALF_LIFE_DAYS
 from server.store import DataDir, LmdbStore, user_row_view
 from server.store.lmdb_store import idx_key
@@ -101,18 +101,6 @@ def catalog_from_store(store: LmdbStore, txn, tenant: str, item_rows: np.ndarray
         editorial=np.array([m.get("editorial_boost", 0.0) for m in metas], dtype=np.float32),
         category_order=store.get_state(txn, tenant, "categories", []) or [],
     )
-
-
-def _write_model(path: str, data: bytes) -> None:
-    if os.path.exists(path):  # content-addressed: the same name holds the same bytes
-        return
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _version(*arrays: np.ndarray) -> str:
@@ -186,7 +174,7 @@ def train_tenant(data_dir: str, tenant: str, seed: int = 0, progress: bool = Tru
             sha = model_sha256(blob)
             path = data.model(tenant, sha)
             validate_model(blob, name, FEATURES)  # the registry's checks: never publish a model it would refuse
-            _write_model(path, blob)
+            write_content_addressed(path, blob)
             model_records[name] = models.new_record(tenant, name, blob, FEATURES, "funnel train",
                                                     dict(metrics, architecture=kind))
             model_pointers[name] = {"sha256": sha, "path": os.path.relpath(path, data_dir), "features": list(FEATURES),

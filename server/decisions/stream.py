@@ -20,6 +20,7 @@ import json
 
 from protos import funnel_pb2
 from server.events.nats_server import SUBJECT_PREFIX as EVENT_SUBJECT_PREFIX
+from server.events.nats_server import ensure_stream
 from server.events.nats_server import subject_for as event_subject_for
 
 STREAM = "FUNNEL_DECISIONS"
@@ -27,7 +28,6 @@ SUBJECT_PREFIX = "funnel.decisions"
 MAX_AGE_S = 7 * 86400.0
 MAX_BYTES = 2 << 30
 DUPLICATE_WINDOW_S = 60.0      # a request id is unique anyway; a short window keeps the server's memory small
-_STREAM_EXISTS = 10058
 _STREAM_NOT_FOUND = 10059
 
 
@@ -50,24 +50,7 @@ def stream_config():
 
 async def ensure_decision_stream(js, timeout_s: float = 10.0):
     """StreamInfo of FUNNEL_DECISIONS, creating it when missing (retries while JetStream starts)."""
-    from nats.js.errors import APIError, NotFoundError, ServiceUnavailableError
-
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while True:
-        try:
-            try:
-                return await js.stream_info(STREAM)
-            except NotFoundError:
-                try:
-                    return await js.add_stream(stream_config())
-                except APIError as exc:
-                    if exc.err_code != _STREAM_EXISTS:
-                        raise
-        except ServiceUnavailableError:
-            if loop.time() > deadline:
-                raise
-            await asyncio.sleep(0.1)
+    return await ensure_stream(js, timeout_s, stream_config())
 
 
 async def purge_user_decisions(nc, tenant: str, user_id: str, timeout_s: float) -> int:

@@ -52,19 +52,21 @@ def stream_config():
                         duplicate_window=DUPLICATE_WINDOW_S)
 
 
-async def ensure_stream(js, timeout_s: float = 10.0):
-    """StreamInfo of FUNNEL_EVENTS, creating it when missing. Retries while
-    JetStream is still starting (ServiceUnavailable) for up to ``timeout_s``."""
+async def ensure_stream(js, timeout_s: float = 10.0, config=None):
+    """StreamInfo of the stream ``config`` describes (default: FUNNEL_EVENTS,
+    :func:`stream_config`), creating it when missing. Retries while JetStream is
+    still starting (ServiceUnavailable) for up to ``timeout_s``."""
     from nats.js.errors import APIError, NotFoundError, ServiceUnavailableError
 
+    config = config or stream_config()
     deadline = time.monotonic() + timeout_s
     while True:
         try:
             try:
-                return await js.stream_info(STREAM)
+                return await js.stream_info(config.name)
             except NotFoundError:
                 try:
-                    return await js.add_stream(stream_config())
+                    return await js.add_stream(config)
                 except APIError as exc:
                     if exc.err_code != _STREAM_EXISTS:  # else a concurrent creator won: read it
                         raise

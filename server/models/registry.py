@@ -132,6 +132,20 @@ def validate_model(data: bytes, kind: str, features) -> tuple[str, ...]:
     return features
 
 
+def write_content_addressed(path: str, data: bytes) -> None:
+    """Writes ``data`` aside, syncs it and renames it to ``path``; an existing file at a
+    content-addressed path already holds the same bytes, so it is left alone."""
+    if os.path.exists(path):
+        return
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
 class ModelRegistry:
     """Registered models of every tenant, in ``store`` (an LmdbStore of ``data_dir``)."""
 
@@ -163,17 +177,7 @@ class ModelRegistry:
                            time.time() if uploaded_at is None else uploaded_at, metrics, len(data), path)
 
     def write_file(self, tenant: str, version: str, data: bytes) -> None:
-        """Content-addressed: written aside and renamed in; an existing file holds the same bytes."""
-        path = self.data.model(tenant, version)
-        if os.path.exists(path):
-            return
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = f"{path}.tmp-{os.getpid()}"
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        write_content_addressed(self.data.model(tenant, version), data)
 
     def put(self, txn, tenant: str, record: ModelRecord) -> tuple[ModelRecord, bool]:
         """Records ``record`` inside a write transaction (train uses its own)."""
