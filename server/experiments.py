@@ -10,7 +10,8 @@ share of users is its share of the weight (to 1/10000). Validation
 
 Which experiment a request is in: the running experiment of the request's surface,
 else the running experiment of surface "*"; none for an anonymous request (empty
-user id). :class:`ExperimentPlan` is compiled once per config version (when the
+user id) or for a user who opted out of personalisation (server.pipeline.state
+passes them as anonymous). :class:`ExperimentPlan` is compiled once per config version (when the
 tenant runtime is built): per request it costs one dict lookup, one sha256 and
 one bisect, and hands out a prebuilt :class:`Assignment` (no allocation).
 

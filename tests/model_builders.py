@@ -70,6 +70,41 @@ def saturated_affinity_model(seed: int = 5) -> bytes:
     return _graph(nodes, inits, N_FEATURES)
 
 
+def batch_multiple_model(multiple: int = 8, seed: int = 9) -> bytes:
+    """A linear model that runs only when the batch size is a multiple of ``multiple``:
+    it reshapes the batch to [N / multiple, multiple * width] and back, which ONNX
+    Runtime refuses for any other N. The registry's probe (PROBE_ROWS + 8 rows = 264)
+    passes; the ranker's usual 300 candidates fail at run time."""
+    inits = [numpy_helper.from_array(np.array([-1, multiple * N_FEATURES], dtype=np.int64), "packed_shape"),
+             numpy_helper.from_array(np.array([-1, N_FEATURES], dtype=np.int64), "row_shape"),
+             numpy_helper.from_array(weights(seed).reshape(-1, 1), "W"),
+             numpy_helper.from_array(np.array([1], dtype=np.int64), "axes")]
+    nodes = [helper.make_node("Reshape", ["features", "packed_shape"], ["packed"]),
+             helper.make_node("Reshape", ["packed", "row_shape"], ["rows"]),
+             helper.make_node("MatMul", ["rows", "W"], ["logits"]),
+             helper.make_node("Squeeze", ["logits", "axes"], ["score"])]
+    return _graph(nodes, inits, N_FEATURES)
+
+
+def slow_model(width: int = 1024, layers: int = 12, seed: int = 11) -> bytes:
+    """Finite, plausible scores after ``layers`` dense [width x width] products per row
+    (about 2 * layers * width**2 FLOPs a row: tens of milliseconds for 300 rows), for
+    a latency guardrail to catch."""
+    rng = np.random.default_rng(seed)
+    scale = 1.0 / np.sqrt(width)
+    inits = [numpy_helper.from_array((rng.normal(size=(N_FEATURES, width)) * scale).astype(np.float32), "W_in"),
+             numpy_helper.from_array((rng.normal(size=(width, width)) * scale).astype(np.float32), "W_hidden"),
+             numpy_helper.from_array((rng.normal(size=(width, 1)) * scale).astype(np.float32), "W_out"),
+             numpy_helper.from_array(np.array([1], dtype=np.int64), "axes")]
+    nodes = [helper.make_node("MatMul", ["features", "W_in"], ["h0"])]
+    for k in range(layers):
+        nodes += [helper.make_node("MatMul", [f"h{k}", "W_hidden"], [f"z{k}"]),
+                  helper.make_node("Tanh", [f"z{k}"], [f"h{k + 1}"])]
+    nodes += [helper.make_node("MatMul", [f"h{layers}", "W_out"], ["logits"]),
+              helper.make_node("Squeeze", ["logits", "axes"], ["score"])]
+    return _graph(nodes, inits, N_FEATURES)
+
+
 def upload(stub, amd, blob, kind="rank", features=FEATURES, chunk=64 << 10, **first):
     """Admin.UploadModel of ``blob`` for tenant "demo", streamed in ``chunk``-byte pieces."""
     from protos import funnel_pb2

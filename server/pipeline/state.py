@@ -86,7 +86,8 @@ def request_state(snap, tenant, user_id: str, surface: str, limit: int, budget_s
     """The state of one request: the user's zero-copy row and seen ring (an unknown
     user keeps the zero row), the deadline, and whether it may be personalised.
     A user who opted out (USER_CONSENT != 1) is known but nothing of theirs is
-    used: zero row, no seen ring, no recent items, not personalised. The surface's
+    used: zero row, no seen ring, no recent items, not personalised, and no
+    experiment assignment (the surface's plain rules). The surface's
     rules and the experiment variant come from the runtime's precompiled plan."""
     config = tenant.config
     state = RequestState(tenant=tenant, snap=snap, user_id=user_id, surface=surface or "*",
@@ -104,7 +105,8 @@ def request_state(snap, tenant, user_id: str, surface: str, limit: int, budget_s
     if tenant.segments:  # first matching named segment; its eligibility is a hard filter (filters.segment)
         state.segment = tenant.segments.classify(user_facts(row, consent, tenant.now_days()))
     state.personalized = not kill_switch and config.personalization_enabled and consent
-    assignment = tenant.experiments.assign(user_id, state.surface)
+    # an opted-out user is in no experiment (as an anonymous request): default rules, no variant
+    assignment = tenant.experiments.assign(user_id if consent else "", state.surface)
     state.rules, state.experiment, state.variant, state.model_override = (
         assignment.rules, assignment.experiment, assignment.variant, assignment.model_version)
     return state

@@ -103,6 +103,20 @@ def test_running_experiment_assigns_variants_and_overrides_rules(server_on_copy)
         assert (resp.experiment, resp.variant) == ("div", "control")
         assert resp.request_id.endswith(".div.control")
 
+    # a user who opts out of personalisation leaves the experiment (plain rules, no variant);
+    # opting back in puts them in the same variant again (the hash, not stored state)
+    amd = (("x-admin-key", admin_key),)
+    opted = next(u for u in by_variant["tight"] if u != treated)
+    assert feed(opted, "home").variant == "tight"
+    admin_stub(server).SetConsent(funnel_pb2.ConsentRequest(tenant_id="demo", user_id=opted, personalized=False),
+                                  metadata=amd)
+    resp = feed(opted, "home")
+    assert (resp.experiment, resp.variant) == ("", "") and re.fullmatch(r"[0-9a-f]{32}", resp.request_id)
+    assert resp.mode == funnel_pb2.MODE_FALLBACK
+    admin_stub(server).SetConsent(funnel_pb2.ConsentRequest(tenant_id="demo", user_id=opted, personalized=True),
+                                  metadata=amd)
+    assert (feed(opted, "home").experiment, feed(opted, "home").variant) == ("div", "tight")
+
     # GetRelated on the experiment's surface: with a user in the experiment, anonymous never
     anchor = feed(treated, "search").items[0].item_id
     related = stub.GetRelated(funnel_pb2.RelatedRequest(item_id=anchor, user_id=treated, surface="home", limit=10),

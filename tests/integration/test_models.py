@@ -22,7 +22,14 @@ from kernels.layout import FEATURES
 from protos import funnel_pb2, funnel_pb2_grpc
 from tests.conftest import ROOT, ServerProcess, free_port, wait_serving
 from tests.integration.test_feed import active_users, md
-from tests.model_builders import good_model, nan_everywhere_model, saturated_affinity_model, upload
+from tests.model_builders import (
+    batch_multiple_model,
+    good_model,
+    nan_everywhere_model,
+    saturated_affinity_model,
+    slow_model,
+    upload,
+)
 from server.models.onnx_build import linear_model
 
 pytestmark = pytest.mark.integration
@@ -232,23 +239,21 @@ def single_category_users(data_dir, n):
     return found
 
 
-def test_a_canary_that_breaks_a_guardrail_is_rolled_back_automatically(data_dir_copy):
-    """The bad canary adds log(1 - category_affinity): finite on the registry's probe
-    (which samples affinity in [0, 1)), -inf for candidates in the only category a
-    user has watched (affinity exactly 1.0), which real users with a one-category
-    history produce. So registration accepts it, and the max_nan_rate = 0 guardrail
-    catches it in traffic."""
-    data_dir, admin_key, api_key = data_dir_copy
+def auto_rollback_run(data_dir, admin_key, api_key, blob, guardrails, users):
+    """Deploys ``blob`` as a 50 % rank canary with ``guardrails`` on two workers and
+    sends GetFeed for ``users`` until the canary is rolled back; checks every worker
+    drops it and that one rollback was counted. Returns (served, the
+    auto-rollback history entry, its measured values); served = responses that a
+    canary model scored (a canary that fails serves none; its requests degrade)."""
     server = MetricsServer(data_dir, workers=2)
     try:
         stub, amd = admin(server, admin_key)
         stable_tag = rank_tag(feed(server.target, api_key, "1"))
-        info = upload(stub, amd, saturated_affinity_model())  # accepted: the probe cannot see the flaw
+        info = upload(stub, amd, blob)  # accepted: the registry's probe cannot see the flaw
         stub.DeployModel(funnel_pb2.DeployModelRequest(
-            tenant_id="demo", kind="rank", version=info.version, canary_percent=50,
-            guardrails=funnel_pb2.Guardrails(max_nan_rate=0.0, min_requests=10)), metadata=amd)
+            tenant_id="demo", kind="rank", version=info.version, canary_percent=50, guardrails=guardrails),
+            metadata=amd)
         time.sleep(1.2)
-        users = single_category_users(data_dir, 400)
 
         def rolled_back():
             listed = stub.ListDeployments(funnel_pb2.GetTenantRequest(tenant_id="demo"), metadata=amd)
@@ -262,19 +267,55 @@ def test_a_canary_that_breaks_a_guardrail_is_rolled_back_automatically(data_dir_
                 done = rolled_back()
                 if done:
                     break
-        assert served_canary > 0 and done, "the canary was never rolled back"
+        assert done, "the canary was never rolled back"
         event = done[0].history[-1]
         assert event.action == "auto-rollback" and event.dropped == info.version
-        assert "max_nan_rate" in event.reason and event.actor.startswith("auto-rollback")
-        measured = json.loads(event.measured_json)
-        assert measured["nonfinite_scores"] > 0 and measured["requests"] >= 10
+        assert event.actor.startswith("auto-rollback")
         time.sleep(1.2)
         for i in range(30):  # every worker dropped the canary
-            resp = feed(server.target, api_key, users[i])
+            resp = feed(server.target, api_key, users[i % len(users)])
             assert not resp.canary and rank_tag(resp) == stable_tag
         assert server.metric_total("funnel_canary_rollbacks_total") == 1.0  # one writer, whichever tripped
+        return served_canary, event, json.loads(event.measured_json)
     finally:
         server.stop()
+
+
+def test_a_canary_that_breaks_a_guardrail_is_rolled_back_automatically(data_dir_copy):
+    """The bad canary adds log(1 - category_affinity): finite on the registry's probe
+    (which samples affinity in [0, 1)), -inf for candidates in the only category a
+    user has watched (affinity exactly 1.0), which real users with a one-category
+    history produce. So registration accepts it, and the max_nan_rate = 0 guardrail
+    catches it in traffic."""
+    data_dir, admin_key, api_key = data_dir_copy
+    served, event, measured = auto_rollback_run(
+        data_dir, admin_key, api_key, saturated_affinity_model(),
+        funnel_pb2.Guardrails(max_nan_rate=0.0, min_requests=10), single_category_users(data_dir, 400))
+    assert "max_nan_rate" in event.reason and served > 0
+    assert measured["nonfinite_scores"] > 0 and measured["requests"] >= 10
+
+
+def test_a_canary_that_fails_at_run_time_is_rolled_back_on_its_error_rate(data_dir_copy):
+    """The canary runs only on batches whose size is a multiple of 8: the probe's 264
+    rows pass, the ranker's 300 candidates make ONNX Runtime fail. Every such request
+    still gets an answer (from a fallback level) and counts as a canary error."""
+    data_dir, admin_key, api_key = data_dir_copy
+    served, event, measured = auto_rollback_run(
+        data_dir, admin_key, api_key, batch_multiple_model(8),
+        funnel_pb2.Guardrails(max_error_rate=0.2, min_requests=10), active_users(data_dir, 200))
+    assert "max_error_rate" in event.reason and served == 0
+    assert measured["scorer_errors"] > 0.2 * measured["requests"] and measured["requests"] >= 10
+
+
+def test_a_canary_slower_than_its_latency_guardrail_is_rolled_back(data_dir_copy):
+    """A finite but slow ranker (tens of ms for 300 rows) against max_p99_ms = 30: the
+    canary's requests are measured, never the stable model's."""
+    data_dir, admin_key, api_key = data_dir_copy
+    _, event, measured = auto_rollback_run(
+        data_dir, admin_key, api_key, slow_model(),
+        funnel_pb2.Guardrails(max_p99_ms=30.0, min_requests=10), active_users(data_dir, 200))
+    assert "max_p99_ms" in event.reason
+    assert measured["p99_ms"] > 30.0 and measured["scorer_errors"] == 0 and measured["nonfinite_scores"] == 0
 
 
 def test_index_publish_swaps_a_checked_index_while_serving(data_dir_copy, tmp_path):
