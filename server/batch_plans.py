@@ -7,10 +7,19 @@ answer at that moment, with the same model and config versions. The offline comm
 (``funnel batch-plan``, :mod:`ops.batch_plan`) writes the rows as JSONL; the Admin RPC
 ``BatchPlan`` streams them.
 
-Segments: ``all`` (every stored user of the tenant) or ``top-category:<name>``: users whose
-largest category affinity in their stored feature row is ``<name>`` (lowest category id
-on ties, users without any affinity in none), the definition of
-``ops.features.user_segments`` applied to the row serving uses for its segment lists.
+Segments:
+
+* ``all``: every stored user of the tenant;
+* ``top-category:<name>``: users whose largest category affinity in their stored feature
+  row is ``<name>`` (lowest category id on ties, users without any affinity in none), the
+  definition of ``ops.features.user_segments`` applied to the row serving uses for its
+  segment lists;
+* ``<segment>`` or ``segment:<segment>``: a named segment of the tenant's config
+  (server.segments): users whose segment GetFeed would compute now is ``<segment>``
+  (the same rule, row, consent and tenant clock; ``segment:all`` names a segment called
+  "all").
+
+Users are the stored users (anonymous requests have no row to plan for), in store order.
 Each user gets the tenant's latency budget, as a call without a deadline does.
 """
 
@@ -23,12 +32,14 @@ from typing import Iterable, Iterator
 import grpc
 import numpy as np
 
-from kernels.layout import MAX_CATEGORIES, USER_AFFINITY
+from kernels.layout import MAX_CATEGORIES, USER_AFFINITY, USER_CONSENT
 from protos import funnel_pb2
+from server.segments import user_facts
 from server.store import user_row_view
 
 SEGMENT_ALL = "all"
 TOP_CATEGORY = "top-category:"
+NAMED_SEGMENT = "segment:"
 DEFAULT_MAX_USERS = 1000
 MAX_USERS = 100_000
 DEFAULT_VALID_HOURS = 24
@@ -78,9 +89,9 @@ class BatchPlanner:
         self.app = app  # server.app.ServingApp
         self.servicer = servicer or RecommenderServicer(app)  # no decision log: plans are not served responses
 
-    def check(self, spec: PlanSpec) -> int | None:
-        """Validates ``spec`` against the stored tenant; returns the segment's category id
-        (None = every user). Raises PlanError."""
+    def check(self, spec: PlanSpec):
+        """Validates ``spec`` against the stored tenant; returns the segment's membership
+        test ``member(user_value) -> bool`` (None = every user). Raises PlanError."""
         if not spec.tenant_id:
             raise PlanError("tenant_id: required")
         with self.app.store.snapshot() as snap:
@@ -99,21 +110,32 @@ class BatchPlanner:
             raise PlanError(f"valid_hours: must be within 1..{MAX_VALID_HOURS}")
         if spec.segment == SEGMENT_ALL:
             return None
-        if not spec.segment.startswith(TOP_CATEGORY):
-            raise PlanError(f"segment: {spec.segment!r} is not 'all' or 'top-category:<name>'")
-        name = spec.segment[len(TOP_CATEGORY):]
-        if name not in tenant.categories:
-            raise PlanError(f"segment: unknown category {name!r} for tenant {spec.tenant_id!r} "
-                            f"(known: {', '.join(tenant.categories) or 'none'})")
-        return tenant.categories.index(name)
+        if spec.segment.startswith(TOP_CATEGORY):
+            name = spec.segment[len(TOP_CATEGORY):]
+            if name not in tenant.categories:
+                raise PlanError(f"segment: unknown category {name!r} for tenant {spec.tenant_id!r} "
+                                f"(known: {', '.join(tenant.categories) or 'none'})")
+            category = tenant.categories.index(name)
+            return lambda value: top_category(value) == category
+        name = spec.segment[len(NAMED_SEGMENT):] if spec.segment.startswith(NAMED_SEGMENT) else spec.segment
+        named = [s.name for s in config.segments]
+        if name not in named:
+            raise PlanError(f"segment: {spec.segment!r} is not 'all', 'top-category:<name>' or a segment of tenant "
+                            f"{spec.tenant_id!r} (named segments: {', '.join(named) or 'none'})")
+        plan, now_days = tenant.segments, tenant.now_days()
+
+        def member(value) -> bool:
+            row = user_row_view(value)
+            return plan.classify(user_facts(row, bool(row[USER_CONSENT] == 1.0), now_days)) == name
+        return member
 
     def users(self, spec: PlanSpec) -> list[str]:
         """The segment's user ids in store order, at most ``spec.max_users`` (0 = all)."""
-        category = self.check(spec)
+        member = self.check(spec)
         chosen: list[str] = []
         with self.app.store.snapshot() as snap:
             for user_id, value in self.app.store.iter_users(snap.txn, spec.tenant_id):
-                if category is not None and top_category(value) != category:
+                if member is not None and not member(value):
                     continue
                 chosen.append(user_id)
                 if spec.max_users and len(chosen) >= spec.max_users:

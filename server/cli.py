@@ -383,8 +383,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tenant", required=True)
     p.add_argument("--surface", default="*",
                    help="a surface configured for the tenant; '*' (default) = the default rules")
-    p.add_argument("--segment", default="all", metavar="all|top-category:<name>",
-                   help="every stored user (default), or the users whose largest category affinity is <name>")
+    p.add_argument("--segment", default="all", metavar="all|top-category:<name>|<segment>",
+                   help="every stored user (default); the users whose largest category affinity is <name>; or the "
+                        "users in one of the tenant's named segments now, as GetFeed computes it (segment:<segment> "
+                        "for a segment named 'all')")
     p.add_argument("--limit", type=int, default=0, help="items per user (default: the tenant's default_limit)")
     p.add_argument("--max-users", type=int, default=0, help="stop after this many users (default: all)")
     p.add_argument("--valid-hours", type=int, default=24, help="valid_until = generated_at + this (default 24)")

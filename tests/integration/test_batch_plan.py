@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections import Counter
 
 import grpc
@@ -92,6 +93,48 @@ def test_plan_rows_match_get_feed_for_a_top_category_segment(planned_server, tmp
         assert [i.item_id for i in got.items] == [i["item_id"] for i in row["items"]]
         assert got.model_version == row["model_version"] and got.config_version == config_version
         assert got.valid_until_ms - got.generated_at_ms == 6 * 3_600_000
+
+
+def test_a_named_segment_plans_exactly_the_users_getfeed_puts_in_it(planned_server, tmp_path):
+    """Named segments (server.segments): a plan takes the users whose segment GetFeed
+    computes now, and each row is what GetFeed answers them (with the segment's
+    eligibility rule applied)."""
+    server, data_dir, admin_key, api_key, _ = planned_server
+    stub = funnel_pb2_grpc.AdminStub(grpc.insecure_channel(server.target))
+    amd = (("x-admin-key", admin_key),)
+    tenant = stub.GetTenant(funnel_pb2.GetTenantRequest(tenant_id="demo"), metadata=amd)
+    tenant.segments.add(name="heavy", min_interactions=40)
+    tenant.segments.add(name="all")  # a segment literally named "all": reached as "segment:all"
+    tenant.surfaces["*"].segment_rules["heavy"].blocked_categories[:] = ["Drama"]
+    stored = stub.UpsertTenant(funnel_pb2.UpsertTenantRequest(tenant=tenant), metadata=amd)
+    time.sleep(0.7)  # registry refresh interval is 0.5 s
+
+    out = str(tmp_path / "heavy.jsonl")
+    result = batch_plan(data_dir, "--segment", "heavy", "--limit", "10", "--max-users", "0", "--out", out)
+    assert result.returncode == 0, result.stderr
+    rows = [json.loads(line) for line in open(out)]
+    planned = [r["user_id"] for r in rows]
+    _, tops = top_categories(data_dir)  # every stored user, in store order
+    recommender = funnel_pb2_grpc.RecommenderStub(grpc.insecure_channel(server.target))
+    in_segment = [u for u in list(tops)[:400]
+                  if stub.GetUserSegment(funnel_pb2.UserRef(tenant_id="demo", user_id=u), metadata=amd).segment
+                  == "heavy"]
+    assert 0 < len(in_segment) < 400
+    assert [u for u in planned if u in set(list(tops)[:400])] == in_segment  # nobody missing, nobody extra
+    for row in rows[:15]:
+        served = recommender.GetFeed(funnel_pb2.FeedRequest(user_id=row["user_id"], limit=10),
+                                     metadata=md(api_key), timeout=10)
+        assert served.segment == "heavy"
+        assert [i["item_id"] for i in row["items"]] == [i.item_id for i in served.items]
+        assert "Drama" not in {i.category for i in served.items}
+        assert row["config_version"] == stored.version
+
+    streamed = list(stub.BatchPlan(funnel_pb2.BatchPlanRequest(tenant_id="demo", segment="segment:all",
+                                                               max_users=5), metadata=amd, timeout=120))
+    assert streamed and all(r.user_id not in set(planned) for r in streamed)  # "heavy" comes first in order
+    with pytest.raises(grpc.RpcError) as err:
+        list(stub.BatchPlan(funnel_pb2.BatchPlanRequest(tenant_id="demo", segment="segment:nope"), metadata=amd))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "heavy, all" in err.value.details()
 
 
 def test_all_segment_plans_every_user_up_to_the_bound(planned_server, tmp_path):
