@@ -30,6 +30,9 @@ class Metrics:
         self.canary_rollbacks = Counter("funnel_canary_rollbacks_total",
                                         "Canary models rolled back by this process for breaking a guardrail",
                                         ["tenant", "kind"], registry=r)
+        self.config_load_failures = Counter("funnel_config_load_failures_total",
+                                            "Config refreshes that could not load the stored tenant config "
+                                            "(the last known good version kept serving)", ["tenant"], registry=r)
         self.outbox_depth = Gauge("funnel_outbox_depth", "Events in the local outbox waiting for NATS", registry=r)
         from server.models.runtime import nonfinite_total
 
@@ -54,6 +57,9 @@ class Metrics:
 
     def canary_rolled_back(self, tenant: str, kind: str) -> None:
         self.canary_rollbacks.labels(tenant, kind).inc()
+
+    def config_load_failed(self, tenant: str) -> None:
+        self.config_load_failures.labels(tenant).inc()
 
     def ranking_unavailable(self, tenant: str, reason: str) -> None:
         self.unavailable.labels(tenant, reason).inc()

@@ -6,6 +6,13 @@ the memory-mapped ANN index views and the loaded ONNX scorers. The registry
 re-reads the tenant's config version and its index/model pointers at most every
 ``refresh_s`` seconds, and builds a new runtime only when one of them changed;
 requests in flight keep the runtime object they started with.
+
+Last known good: when the stored config cannot be read or built (unparseable or
+invalid JSON written around the Admin API, a read error), a process that already
+serves the tenant keeps serving its current runtime, logs the error once per
+distinct failure, counts ``funnel_config_load_failures_total`` and tries again at
+the next refresh. Only a process that never had a good runtime for the tenant fails
+the request (INTERNAL).
 """
 
 from __future__ import annotations
@@ -90,7 +97,9 @@ class RuntimeRegistry:
         self.data_dir = data_dir
         self.refresh_s = refresh_s
         self.canaries = CanaryMonitor(store, data_dir, metrics)
+        self.metrics = metrics
         self._runtimes: dict[str, tuple[float, TenantRuntime | None]] = {}
+        self._failures: dict[str, str] = {}  # tenant -> the last load failure logged
         self._lock = threading.Lock()
 
     def get(self, snap, tenant_id: str) -> TenantRuntime | None:
@@ -99,16 +108,33 @@ class RuntimeRegistry:
         entry = self._runtimes.get(tenant_id)
         if entry is not None and now - entry[0] < self.refresh_s:
             return entry[1]
-        fingerprint = self._fingerprint(snap.txn, tenant_id)
         current = entry[1] if entry else None
-        if fingerprint is None:
-            runtime = None
-        elif current is not None and current.fingerprint == fingerprint:
-            runtime = current
+        try:
+            fingerprint = self._fingerprint(snap.txn, tenant_id)
+            if fingerprint is None:
+                runtime = None
+            elif current is not None and current.fingerprint == fingerprint:
+                runtime = current
+            else:
+                runtime = self._build(snap, tenant_id, fingerprint)
+        except Exception as exc:
+            if current is None:
+                raise
+            self._load_failed(tenant_id, current, exc)
+            runtime = current  # last known good; retried at the next refresh
         else:
-            runtime = self._build(snap, tenant_id, fingerprint)
+            self._failures.pop(tenant_id, None)
         self._runtimes[tenant_id] = (now, runtime)
         return runtime
+
+    def _load_failed(self, tenant_id: str, current: "TenantRuntime", exc: Exception) -> None:
+        why = f"{type(exc).__name__}: {exc}"
+        if self._failures.get(tenant_id) != why:
+            self._failures[tenant_id] = why
+            log.error("tenant %s: cannot load the stored config (%s); keeps serving config version %d",
+                      tenant_id, why, current.config.version)
+        if self.metrics is not None:
+            self.metrics.config_load_failed(tenant_id)
 
     def invalidate(self, tenant_id: str) -> None:
         self._runtimes.pop(tenant_id, None)
@@ -123,7 +149,7 @@ class RuntimeRegistry:
         return (bytes(raw),) + pointers
 
     def _build(self, snap, tenant_id: str, fingerprint: tuple) -> TenantRuntime:
-        config = TenantConfig.from_json(json.loads(fingerprint[0]))
+        config = TenantConfig.from_json(json.loads(fingerprint[0])).validate()  # as on write
         rt = TenantRuntime(tenant_id, config, fingerprint)
         rt.categories = snap.state(tenant_id, "categories", []) or []
         clock = snap.state(tenant_id, "now_ts")

@@ -200,3 +200,38 @@ def test_config_history_and_restore_via_admin(server_on_copy):
         stub.ListConfigVersions(funnel_pb2.GetTenantRequest(tenant_id="demo"), metadata=(("x-admin-key", "wrong"),))
     assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
     upsert(server, admin_key, api_keys=[api_key])  # the module's other tests use the original key
+
+
+def test_an_unreadable_stored_config_keeps_the_last_known_good_one_serving(server_on_copy):
+    """A config written around the Admin API that cannot be parsed or validated: the
+    serving process keeps the version it has (and counts the failure), and picks up
+    the next good write as usual."""
+    from server.store import LmdbStore
+
+    server, data_dir, admin_key, api_key = server_on_copy
+    good = upsert(server, admin_key, maturity_policy="PG13", experiments=[])
+    rec = recommender(server)
+
+    def served():
+        return rec.GetFeed(funnel_pb2.FeedRequest(user_id="1", limit=10), metadata=md(api_key), timeout=10)
+
+    assert served().config_version == good.version
+    store = LmdbStore.open(data_dir)
+    try:
+        with store.env.begin() as txn:
+            stored = bytes(txn.get(b"demo", db=store.db["tenants"]))
+        for broken in (b'{"tenant_id": "demo", "version": 9', stored.replace(b'"PG13"', b'"NC-17-ish"')):
+            with store.env.begin(write=True) as txn:
+                txn.put(b"demo", broken, db=store.db["tenants"])
+            time.sleep(REFRESH_WAIT_S)
+            for _ in range(5):
+                resp = served()
+                assert resp.config_version == good.version and resp.items
+        with store.env.begin(write=True) as txn:
+            txn.put(b"demo", stored, db=store.db["tenants"])
+    finally:
+        store.close()
+    time.sleep(REFRESH_WAIT_S)
+    fixed = upsert(server, admin_key, maturity_policy="G")
+    resp = served()
+    assert resp.config_version == fixed.version and {i.maturity_rating for i in resp.items} <= {"G"}
