@@ -12,6 +12,7 @@ import numpy as np
 from kernels.layout import FEATURES
 from protos import funnel_pb2, funnel_pb2_grpc
 from server.cursor import CursorError, RankingTail
+from server.events.erasure import tombstone
 from server.models.canary import record_outcomes
 from server.decisions.log import FEED as DECISION_FEED
 from server.decisions.log import RELATED as DECISION_RELATED
@@ -122,6 +123,11 @@ class RecommenderServicer(funnel_pb2_grpc.RecommenderServicer):
                 tail = self.app.cursors.decode(self._scope(state), cursor)
             except CursorError as exc:
                 invalid(context, str(exc))
+            if state.user_id:
+                stone = tombstone(snap.txn, self.app.store, state.tenant.tenant_id, state.user_id)
+                if stone is not None and stone.at_ms >= tail.issued_at_ms:
+                    invalid(context, "cursor: issued before the user's data was erased or their consent changed; "
+                                     "request the first page again")
             page, rest = self._page_from_tail(state, tail)
             level, model_version, personalized, canary = tail.level, "", tail.level <= LEVEL_CACHED, False
         else:

@@ -86,10 +86,10 @@ class EventServer(Proc):
         return funnel_pb2_grpc.EventsStub(self.channel).Ingest(
             funnel_pb2.IngestRequest(events=events), metadata=md, timeout=timeout)
 
-    def feed(self, user_id: str, api_key: str, tenant: str, limit: int = 20):
+    def feed(self, user_id: str, api_key: str, tenant: str, limit: int = 20, cursor: str = ""):
         md = (("x-tenant-id", tenant), ("x-api-key", api_key))
         return funnel_pb2_grpc.RecommenderStub(self.channel).GetFeed(
-            funnel_pb2.FeedRequest(user_id=user_id, limit=limit), metadata=md, timeout=10)
+            funnel_pb2.FeedRequest(user_id=user_id, limit=limit, cursor=cursor), metadata=md, timeout=10)
 
     def stop(self, sig=signal.SIGTERM, timeout: float = 20.0) -> int:
         self.channel.close()

@@ -81,6 +81,9 @@ def test_delete_user_erases_events_row_and_feed_and_later_events_start_a_new_use
     assert subject_messages(nats_server.url, subject) == 3
     assert not set(clicked) & set(ids(server.feed(user, api_key, "demo")))  # the seen filter has them
     bystander_value = user_value(data_dir, "demo", bystander)
+    cursor = server.feed(user, api_key, "demo").next_cursor
+    bystander_cursor = server.feed(bystander, api_key, "demo").next_cursor
+    assert cursor and bystander_cursor
 
     erasure = admin_call(server, admin_key, "DeleteUser", ref(user))
     assert erasure.user_id == user and erasure.had_features
@@ -97,8 +100,15 @@ def test_delete_user_erases_events_row_and_feed_and_later_events_start_a_new_use
     assert (stone.seq, stone.at_ms) == (erasure.erased_through_seq, erasure.erased_at_ms)
     assert stone.stream == worker_stream(data_dir) != ""  # the sequence rule binds the worker's stream
 
+    # the rest of a ranking computed before the erasure is not served; the bystander's is
+    with pytest.raises(grpc.RpcError) as err:
+        server.feed(user, api_key, "demo", cursor=cursor)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "erased" in err.value.details()
+    assert server.feed(bystander, api_key, "demo", cursor=bystander_cursor).items
+
     # the next feed is a stranger's: nothing from CF, content, the seen ring or a cached ranking
     cold = server.feed(user, api_key, "demo")
+    assert server.feed(user, api_key, "demo", cursor=cold.next_cursor).items  # issued after: fine
     assert "seen" not in cold.filtered
     assert not {s for item in cold.items for s in item.sources} & {"cf", "content", "cache"}
     # (retried: the ingest worker's roll-up may move the trending lists between two calls)

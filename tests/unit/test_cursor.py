@@ -43,3 +43,22 @@ def test_cursor_is_bound_to_scope_secret_and_time():
     with pytest.raises(CursorError, match="expired"):
         codec.decode(b"tenant\x00alice", c, now=1061)
     assert codec.decode(b"tenant\x00alice", c, now=1059).items.shape[0] == 5
+
+
+def test_issue_time_is_kept_to_the_millisecond_and_version_1_cursors_still_decode():
+    import base64
+
+    from server.cursor import _HEADER_V1
+
+    codec = CursorCodec(b"k" * 32, ttl_s=60)
+    assert codec.decode(b"s", codec.encode(b"s", tail(), now=1000.1234), now=1001).issued_at_ms == 1000123
+    t = tail(n=3, position=4, level=2)
+    body = b"".join((_HEADER_V1.pack(1, t.level, 1000, t.position, 3), t.items.astype("<i4").tobytes(),
+                     t.scores.astype("<f4").tobytes(), t.reasons.tobytes(),
+                     (t.sources | (t.sponsored.astype(np.uint8) << 7)).tobytes()))
+    v1 = base64.urlsafe_b64encode(codec._mac(b"s", body) + body).decode().rstrip("=")
+    back = codec.decode(b"s", v1, now=1030)
+    assert (back.issued_at_ms, back.level, back.position) == (1_000_000, 2, 4)
+    np.testing.assert_array_equal(back.items, t.items)
+    with pytest.raises(CursorError, match="expired"):
+        codec.decode(b"s", v1, now=1061)
