@@ -17,7 +17,8 @@
      version X not available, using Y".
 
 3. Print the diff: items served vs replayed (rank changes, added, removed), scores,
-   reasons, versions and degradation level.
+   reasons, versions, degradation level, segment (evaluated on the user's row as it is
+   now) and experiment variant.
 
 Exit status: 0 identical, 1 different, 2 no such decision, 3 cannot replay (NATS
 unreachable, tenant gone). A decision served from the per-process cache (level 2)
@@ -243,6 +244,13 @@ def diff(replay: Replay) -> Diff:
         differences.append(f"model version {d.model_version or '(none)'} -> {r.model_version or '(none)'}")
     if d.config_version and replay.config_version != d.config_version:
         differences.append(f"config version {d.config_version} -> {replay.config_version}")
+    # the segment is evaluated on the user's row now, the variant on the replayed config:
+    # a user whose features moved them to another segment may see other eligible items
+    if r.segment != d.segment:
+        differences.append(f"segment {d.segment or '(none)'} -> {r.segment or '(none)'}")
+    if (r.experiment, r.variant) != (d.experiment, d.variant):
+        differences.append(f"experiment {d.experiment or '(none)'}/{d.variant or '-'} -> "
+                           f"{r.experiment or '(none)'}/{r.variant or '-'}")
     return Diff(rows, differences)
 
 
@@ -255,6 +263,7 @@ def report(replay: Replay, result: Diff) -> str:
              f"  served  : level {d.degradation_level}, model {d.model_version or '(none)'}, "
              f"config v{d.config_version}, {len(d.items)} items"
              + (f", experiment {d.experiment}/{d.variant}" if d.experiment else "")
+             + (f", segment {d.segment}" if d.segment else "")
              + (", canary" if d.canary else "")]
     if replay.response is not None:
         r = replay.response
