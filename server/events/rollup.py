@@ -28,6 +28,7 @@ import time
 
 import numpy as np
 
+from kernels.ingest import update_item_stats  # noqa: F401  (the per-event update; see below)
 from kernels.layout import (
     CHUNK_ROWS,
     CHUNK_ROWS_LOG2,
@@ -37,9 +38,7 @@ from kernels.layout import (
     ITEM_QUALITY,
     ITEM_SKIP_RATE,
     ITEM_WIDTH,
-    N_EVENT_TYPES,
     STAT_COUNT,
-    STAT_EVENTS,
     STAT_SKIPS,
     STAT_T_REF,
     STAT_TREND,
@@ -47,7 +46,6 @@ from kernels.layout import (
 )
 from ops.features import (
     DAY_SECONDS,
-    SKIP_BELOW,
     TRENDING_HALF_LIFE_DAYS,
     valid_category_ids,
     popular_list,
@@ -65,31 +63,12 @@ _CORE = (STAT_T_REF, STAT_COUNT, STAT_WEIGHT_SUM, STAT_SKIPS, STAT_TREND)
 _CORE_IDX = np.array(_CORE)
 
 
-def update_item_stats(stats: np.ndarray, event_type: int, weight: float | None, t: float,
-                      half_life_s: float) -> None:
-    """Adds one event at time ``t`` (seconds) to float64[STAT_WIDTH] ``stats`` in place.
-
-    The decayed columns (TREND, EVENTS+type) refer to T_REF: an event after it
-    first decays them by 2**(-(t - T_REF) / half_life) and moves T_REF to t; an
-    older event adds its share decayed to T_REF. ``weight`` None (an
-    impression) only counts the event type; otherwise COUNT, WEIGHT_SUM and
-    SKIPS (weight < SKIP_BELOW) are exact sums.
-    """
-    ref = stats[STAT_T_REF]
-    if t > ref:
-        if ref > 0:
-            decay = 2.0 ** (-(t - ref) / half_life_s)
-            stats[STAT_TREND] *= decay
-            stats[STAT_EVENTS:STAT_EVENTS + N_EVENT_TYPES] *= decay
-        stats[STAT_T_REF] = ref = t
-    share = 2.0 ** (-(ref - t) / half_life_s)
-    if 0 < event_type < N_EVENT_TYPES:
-        stats[STAT_EVENTS + event_type] += share
-    if weight is not None:
-        stats[STAT_COUNT] += 1.0
-        stats[STAT_WEIGHT_SUM] += weight
-        stats[STAT_SKIPS] += 1.0 if weight < SKIP_BELOW else 0.0
-        stats[STAT_TREND] += weight * share
+# update_item_stats(stats, event_type, weight, t, half_life_s) adds one event at time ``t``
+# (seconds) to float64[STAT_WIDTH] ``stats`` in place (compiled, kernels.ingest states the
+# math). The decayed columns (TREND, EVENTS+type) refer to T_REF: an event after it first
+# decays them by 2**(-(t - T_REF) / half_life) and moves T_REF to t; an older event adds
+# its share decayed to T_REF. ``weight`` None (an impression) only counts the event type;
+# otherwise COUNT, WEIGHT_SUM and SKIPS (weight < SKIP_BELOW) are exact sums.
 
 
 class TenantCounters:

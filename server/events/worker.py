@@ -11,6 +11,12 @@ the consumer to start at stored sequence + 1, so delivery is always in stream
 order and nothing is waited for (ack_wait) or skipped. The stored position is
 tied to the stream's creation time; a recreated stream is applied from its start.
 
+Deliveries come through :class:`EventPuller`: pull requests on the consumer
+answered into one inbox subscription whose callback only appends the message;
+the stream sequence and store time are read off the ack subject, and a gap in
+the consumer's delivery sequence (a delivery lost between NATS and the worker)
+re-positions from LMDB like a reconnect does.
+
 Per event: an event of an erased user that the user's tombstone covers
 (server.events.erasure), an item unknown to the tenant's catalog, or a user whose
 USER_CONSENT is not 1, skips it (counted; nothing of it is stored). Otherwise
@@ -33,6 +39,9 @@ missing):
   first decays every category by 2**(-(t - r) / half_life) and adds its weight
   to the item's category; an older event adds weight * 2**(-(r - t) / half_life);
 * the item becomes the newest entry of the seen ring (moved there if present).
+
+The per-event arithmetic of the user row and the item counters is
+:mod:`kernels.ingest` (compiled; its NumPy reference under FUNNEL_PURE_PYTHON=1).
 """
 
 from __future__ import annotations
@@ -41,55 +50,47 @@ import asyncio
 import fcntl
 import json
 import logging
-import math
 import os
 import signal
+import struct
 import time
 from dataclasses import dataclass, field, fields
 
 import numpy as np
 
+from kernels.ingest import apply_user_event, touch_seen  # noqa: F401  (touch_seen: the worker's ring rule)
 from kernels.layout import (
     CHUNK_ROWS,
     CHUNK_ROWS_LOG2,
     ITEM_CATEGORY,
     ITEM_WIDTH,
     MAX_CATEGORIES,
-    SEEN_CAP,
     STAT_WIDTH,
-    USER_ACTIVITY,
-    USER_AFFINITY,
     USER_CONSENT,
-    USER_EVENT_COUNT,
-    USER_LAST_ACTIVE_DAYS,
-    USER_SKIP_COUNT,
-    USER_SKIP_RATE,
-    USER_WIDTH,
 )
 from ops.catalog import DWELL_FULL_SECONDS, EVENT_WEIGHTS
-from ops.features import AFFINITY_HALF_LIFE_DAYS, DAY_SECONDS, SKIP_BELOW, TRENDING_HALF_LIFE_DAYS
+from ops.features import AFFINITY_HALF_LIFE_DAYS, DAY_SECONDS, TRENDING_HALF_LIFE_DAYS
 from protos import funnel_pb2
-from server.events.erasure import erased_event
+from server.events.erasure import ERASED_DB, tombstone
 from server.events.nats_server import STREAM, SUBJECT_PREFIX, ensure_stream, tenant_of
 from server.events.rollup import ItemCounters, RollUp, update_item_stats
-from server.store import (
-    LmdbStore,
-    empty_impressions,
-    empty_user_value,
-    push_impression,
-    user_row_view,
-)
-from server.store.lmdb_store import idx_key
+from server.store import LmdbStore, empty_impressions, empty_user_value, push_impression
+from server.store.lmdb_store import idx_key, tkey
 
 log = logging.getLogger("funnel.ingest")
 
 DURABLE = "funnel-ingest"
 PROGRESS_KEY = b"events"
-FETCH_MAX = 500
+FETCH_MAX = 1000
+PULL_EXPIRES_S = 5.0  # an unanswered pull request ends (status 408) after this long; the next one follows
 LAG_POLL_S = 2.0  # how often the consumer lag gauge asks JetStream
 LOCKED_EXIT = 3  # process exit status: another worker owns this data directory
 LAG_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0, 600.0)
 _WEIGHTS = {getattr(funnel_pb2, name.upper()): w for name, w in EVENT_WEIGHTS.items()}
+_CONSENT = struct.Struct("<f")  # USER_CONSENT of a stored user value, read in place
+_EMPTY_USER = bytes(empty_user_value())
+_UNSEEN = object()
+_OUTCOMES = ("applied", "impressions", "unknown_item", "no_consent", "erased", "malformed")
 
 
 @dataclass
@@ -122,41 +123,34 @@ def event_weight(event) -> float | None:
     return _WEIGHTS.get(event.type)
 
 
-def touch_seen(value: bytearray, index: int) -> None:
-    """Makes ``index`` the newest entry of the seen ring, moving it if present
-    (the ring then holds distinct items, as the offline builder leaves it)."""
-    tail = np.frombuffer(value, dtype=np.int32, count=2 + SEEN_CAP, offset=USER_WIDTH * 4)
-    head, count, ring = int(tail[0]), int(tail[1]), tail[2:]
-    if count < SEEN_CAP:  # not wrapped yet: ring[:count] is oldest .. newest and head == count
-        hits = np.flatnonzero(ring[:count] == index)
-        if hits.size:
-            k = int(hits[0])
-            ring[k:count - 1] = ring[k + 1:count].copy()
-            ring[count - 1] = index
-        else:
-            ring[count] = index
-            tail[0], tail[1] = (count + 1) % SEEN_CAP, count + 1
-        return
-    hits = np.flatnonzero(ring == index)
-    if not hits.size:  # full: the oldest (at head) makes room
-        ring[head] = index
-        tail[0] = (head + 1) % SEEN_CAP
-        return
-    ordered = np.concatenate([ring[head:], ring[:head]])
-    ring[:] = np.append(ordered[ordered != index], np.int32(index))
-    tail[0] = 0
+@dataclass
+class _TenantItems:
+    """A tenant's catalog lookups and committed item counters, kept across batches while
+    its ``catalog_gen`` stays: every catalog change bumps it, and so does ``funnel load``,
+    the only other writer of the counters. Counters go in only after their commit and are
+    never changed in place (a batch works on copies)."""
+
+    catalog_gen: int
+    items: dict = field(default_factory=dict)  # item_id -> (index, category) | None
+    stats: dict = field(default_factory=dict)  # index -> float64 counters as committed
+
+    MAX_ENTRIES = 1 << 18  # per dict; past it the dict starts over (memory stays bounded)
 
 
 @dataclass
 class _Batch:
     """What one batch changed so far (written at its end) and its lookup caches."""
 
-    users: dict = field(default_factory=dict)        # (tenant, user_id) -> user value
+    users: dict = field(default_factory=dict)        # (tenant, user_id) -> user value to write
     impressions: dict = field(default_factory=dict)  # (tenant, user_id) -> impression log
     item_stats: dict = field(default_factory=dict)   # (tenant, index) -> float64 counters
-    items: dict = field(default_factory=dict)        # (tenant, item_id) -> (index, category) | None
+    tenant_items: dict = field(default_factory=dict)  # tenant -> _TenantItems, checked this batch
     chunks: dict = field(default_factory=dict)       # (tenant, chunk) -> rows | None
     clocks: dict = field(default_factory=dict)       # tenant -> now_ts
+    stored: dict = field(default_factory=dict)       # (tenant, user_id) -> stored user value | None
+    tombstones: dict = field(default_factory=dict)   # (tenant, user_id) -> Tombstone | None
+    any_erased: bool = True                          # False: no tombstone at all, none to look up
+    tenants: dict = field(default_factory=dict)      # subject (str or bytes) -> tenant ("" when not an event's)
 
 
 class Applier:
@@ -168,6 +162,7 @@ class Applier:
         self.half_life_s = half_life_days * DAY_SECONDS
         self.item_half_life_s = item_half_life_days * DAY_SECONDS
         self.counters = ItemCounters(store)
+        self._tenant_items: dict[str, _TenantItems] = {}
 
     def progress(self) -> dict:
         """{"seq": last applied stream sequence, "stream": stream identity} ({} before the first batch)."""
@@ -183,108 +178,123 @@ class Applier:
         """``batch``: (stream sequence, subject, payload, stored_at_s) in stream
         order. One write transaction: the user updates and the new position.
         ``lag``, if given, observes now - stored_at_s per applied event."""
-        stats = ApplyStats()
+        counts = dict.fromkeys(_OUTCOMES, 0)
+        already = 0
         b = _Batch()
-        progress_db = self.store.db["progress"]
-        with self.store.write() as txn:
+        store = self.store
+        progress_db = store.db["progress"]
+        with store.write() as txn:
             raw = txn.get(PROGRESS_KEY, db=progress_db)
             p = json.loads(bytes(raw)) if raw is not None else {}
             last = int(p.get("seq", 0)) if p.get("stream") == stream_id else 0
+            erased_db = store.db.get(ERASED_DB)
+            b.any_erased = erased_db is not None and txn.stat(erased_db)["entries"] > 0
             now = time.time()
+            apply_one = self._apply_one
             for seq, subject, payload, stored_at in batch:
                 if seq <= last:
-                    stats.already_applied += 1
+                    already += 1
                     continue
                 last = seq
-                outcome = self._apply_one(txn, stream_id, seq, subject, payload, b)
-                setattr(stats, outcome, getattr(stats, outcome) + 1)
+                outcome = apply_one(txn, stream_id, seq, subject, payload, b)
+                counts[outcome] += 1
                 if outcome == "applied" and lag is not None:
                     lag.observe(max(now - stored_at, 0.0))
-            for (tenant, user_id), value in b.users.items():
-                self.store.put_user(txn, tenant, user_id, value)
-            for (tenant, user_id), value in b.impressions.items():
-                self.store.put_impressions(txn, tenant, user_id, value)
-            for (tenant, index), counters in b.item_stats.items():
-                self.store.put_item_stats(txn, tenant, index, counters)
+            # in key order: neighbouring keys share the pages already copied in this transaction
+            txn.cursor(db=store.db["users"]).putmulti(
+                sorted((tkey(tenant, user_id), value) for (tenant, user_id), value in b.users.items()))
+            txn.cursor(db=store.db["impressions"]).putmulti(
+                sorted((tkey(tenant, user_id), value) for (tenant, user_id), value in b.impressions.items()))
+            txn.cursor(db=store.db["item_stats"]).putmulti(
+                sorted((idx_key(tenant, index), counters.tobytes())
+                       for (tenant, index), counters in b.item_stats.items()))
             txn.put(PROGRESS_KEY, json.dumps({"seq": last, "stream": stream_id}).encode(), db=progress_db)
-        self.counters.commit(b.item_stats)  # only what is committed reaches the roll-up
-        stats.last_seq = last
-        return stats
+        # only what is committed reaches the roll-up and the cache
+        self.counters.commit(b.item_stats)
+        for (tenant, index), counters in b.item_stats.items():
+            cached = b.tenant_items[tenant].stats
+            if len(cached) >= _TenantItems.MAX_ENTRIES:
+                cached.clear()
+            cached[index] = counters
+        return ApplyStats(already_applied=already, last_seq=last, **counts)
 
     def _apply_one(self, txn, stream_id, seq, subject, payload, b: "_Batch") -> str:
-        tenant = tenant_of(subject)
+        tenant = b.tenants.get(subject)
+        if tenant is None:
+            tenant = b.tenants[subject] = tenant_of(subject.decode() if isinstance(subject, bytes) else subject)
         try:
             event = funnel_pb2.Event.FromString(payload)
         except Exception:
             return "malformed"
-        if not tenant or not event.user_id:
+        user_id = event.user_id
+        if not tenant or not user_id:
             return "malformed"
-        if erased_event(txn, self.store, tenant, event.user_id, stream_id, seq, event.timestamp_ms):
-            return "erased"
+        key = (tenant, user_id)
+        if b.any_erased:
+            if key in b.tombstones:
+                stone = b.tombstones[key]
+            else:
+                stone = b.tombstones[key] = tombstone(txn, self.store, tenant, user_id)
+            if stone is not None and stone.covers(stream_id, seq, event.timestamp_ms):
+                return "erased"
         impression = event.type == funnel_pb2.IMPRESSION
         weight = None if impression else event_weight(event)
         if weight is None and not impression:
             return "malformed"
-        item = self._item(txn, tenant, event.item_id, b.items, b.chunks)
+        items = b.tenant_items.get(tenant) or self._items_of(txn, tenant, b)
+        item = items.items.get(event.item_id, _UNSEEN)
+        if item is _UNSEEN:
+            item = self._item(txn, tenant, event.item_id, items, b.chunks)
         if item is None:
             return "unknown_item"
-        key = (tenant, event.user_id)
         value = b.users.get(key)
         if value is None:
-            value = self.store.get_user_copy(txn, tenant, event.user_id)
-        if value is not None and user_row_view(value)[USER_CONSENT] != 1.0:
+            if key in b.stored:
+                value = b.stored[key]
+            else:
+                value = b.stored[key] = self.store.get_user_copy(txn, tenant, user_id)
+        if value is not None and _CONSENT.unpack_from(value, USER_CONSENT * 4)[0] != 1.0:
             return "no_consent"
         t = event.timestamp_ms / 1000.0
         ikey = (tenant, item[0])
         counters = b.item_stats.get(ikey)
         if counters is None:
-            counters = self.store.get_item_stats(txn, tenant, item[0])
-            if counters is None:
-                counters = np.zeros(STAT_WIDTH, dtype=np.float64)
+            committed = items.stats.get(item[0])
+            if committed is not None:
+                counters = committed.copy()
+            else:
+                counters = self.store.get_item_stats(txn, tenant, item[0])
+                if counters is None:
+                    counters = np.zeros(STAT_WIDTH, dtype=np.float64)
             b.item_stats[ikey] = counters
         update_item_stats(counters, event.type, weight, t, self.item_half_life_s)
         if impression:
             log_value = b.impressions.get(key)
             if log_value is None:
-                log_value = self.store.get_impressions_copy(txn, tenant, event.user_id) or empty_impressions()
+                log_value = self.store.get_impressions_copy(txn, tenant, user_id) or empty_impressions()
                 b.impressions[key] = log_value
             push_impression(log_value, item[0], t)
             return "impressions"
         if value is None:
-            value = empty_user_value()
+            value = bytearray(_EMPTY_USER)
         b.users[key] = value
-        if tenant not in b.clocks:
-            b.clocks[tenant] = float(self.store.get_state(txn, tenant, "now_ts", 0) or 0)
-        self._update(value, user_row_view(value), item, weight, t, b.clocks[tenant])
+        clock = b.clocks.get(tenant)
+        if clock is None:
+            clock = b.clocks[tenant] = float(self.store.get_state(txn, tenant, "now_ts", 0) or 0)
+        apply_user_event(value, item[0], item[1], weight, t, clock, self.half_life_s)
         return "applied"
 
-    def _update(self, value: bytearray, row: np.ndarray, item: tuple[int, int], weight: float, t: float,
-                clock: float) -> None:
-        index, category = item
-        count, skips = float(row[USER_EVENT_COUNT]), float(row[USER_SKIP_COUNT])
-        if count == 0.0 and row[USER_ACTIVITY] > 0:  # a row built offline: recover the exact counts
-            count = float(round(math.expm1(float(row[USER_ACTIVITY]))))
-            skips = float(round(float(row[USER_SKIP_RATE]) * count))
-        count += 1.0
-        skips += 1.0 if weight < SKIP_BELOW else 0.0
-        row[USER_EVENT_COUNT], row[USER_SKIP_COUNT] = count, skips
-        row[USER_ACTIVITY] = math.log1p(count)
-        row[USER_SKIP_RATE] = skips / count
-        affinity = row[USER_AFFINITY:USER_AFFINITY + MAX_CATEGORIES]
-        ref = max(float(row[USER_LAST_ACTIVE_DAYS]) * DAY_SECONDS, clock)
-        if t > ref:
-            affinity *= np.float32(2.0 ** (-(t - ref) / self.half_life_s))
-            ref = t
-        if category >= 0:
-            affinity[category] += np.float32(weight * 2.0 ** (-(ref - t) / self.half_life_s))
-        row[USER_LAST_ACTIVE_DAYS] = max(float(row[USER_LAST_ACTIVE_DAYS]), t / DAY_SECONDS)
-        touch_seen(value, index)
+    def _items_of(self, txn, tenant: str, b: _Batch) -> _TenantItems:
+        """The tenant's cross-batch item cache, started over when its catalog_gen moved."""
+        gen = int(self.store.get_state(txn, tenant, "catalog_gen", 0) or 0)
+        items = self._tenant_items.get(tenant)
+        if items is None or items.catalog_gen != gen:
+            items = self._tenant_items[tenant] = _TenantItems(gen)
+        b.tenant_items[tenant] = items
+        return items
 
-    def _item(self, txn, tenant, item_id, items, chunks) -> tuple[int, int] | None:
+    def _item(self, txn, tenant, item_id, items: _TenantItems, chunks) -> tuple[int, int] | None:
         """(dense index, category or -1) of a catalog item; None if unknown."""
-        key = (tenant, item_id)
-        if key in items:
-            return items[key]
         index = self.store.lookup_item(txn, tenant, item_id)
         found = None
         if index is not None:
@@ -297,7 +307,9 @@ class Applier:
             if block is not None:
                 c = float(block[index & (CHUNK_ROWS - 1), ITEM_CATEGORY])
                 found = (index, int(c) if 0 <= c < MAX_CATEGORIES and c == int(c) else -1)
-        items[key] = found
+        if len(items.items) >= _TenantItems.MAX_ENTRIES:
+            items.items.clear()
+        items.items[item_id] = found
         return found
 
 
@@ -331,6 +343,112 @@ class WorkerMetrics:
         start_http_server(port, addr=host, registry=self.registry)
 
 
+def delivery_of(reply: bytes) -> tuple[int, int, float]:
+    """(stream sequence, consumer delivery sequence, stored at s) of a JetStream
+    delivery, from its ack subject: ``$JS.ACK.<stream>.<consumer>.<delivered>.<stream
+    seq>.<consumer seq>.<ns>.<pending>``, or with ``<domain>.<account>`` after ``ACK``."""
+    tokens = reply.split(b".")
+    k = 5 if len(tokens) == 9 else 7
+    if len(tokens) < 9 or tokens[0] != b"$JS" or tokens[1] != b"ACK":
+        raise ValueError(f"not a JetStream delivery: {reply!r}")
+    return int(tokens[k]), int(tokens[k + 1]), int(tokens[k + 2]) / 1e9
+
+
+def raw_delivery_client():
+    """A nats-py client (``await client.connect(...)`` as for ``nats.connect``) that hands
+    the deliveries of the subscriptions in its ``raw_inboxes`` ({sid: callback}) to the
+    callback as the protocol parser produced them -- ``(subject, reply, payload, headers)``
+    bytes -- instead of parsing headers, building a Msg and queueing it for a task per
+    subscription, which costs more than the worker's whole apply per event. Relies on
+    nats-py's ``Client._process_msg(sid, subject, reply, data, headers)`` (2.x)."""
+    from nats.aio.client import Client
+
+    class RawDeliveryClient(Client):
+        def __init__(self):
+            super().__init__()
+            self.raw_inboxes = {}
+
+        async def _process_msg(self, sid, subject, reply, data, headers):
+            take = self.raw_inboxes.get(sid)
+            if take is None:
+                return await super()._process_msg(sid, subject, reply, data, headers)
+            take(subject, reply, data, headers)
+
+    return RawDeliveryClient()
+
+
+class EventPuller:
+    """Pulls the durable consumer into one inbox: pull requests for ``batch`` messages
+    (``expires`` :data:`PULL_EXPIRES_S`) are answered into a raw inbox
+    (:func:`raw_delivery_client`) whose callback only appends each delivery as
+    ``(subject, reply, payload)`` bytes; nats-py's ``fetch`` instead awaits every message
+    with its own timeout. A new request goes out when at most half a batch is still owed,
+    so deliveries continue while a batch is applied (the consumer's max_ack_pending bounds
+    what is in flight)."""
+
+    def __init__(self, nc, batch: int, expires_s: float = PULL_EXPIRES_S):
+        self.nc, self.batch, self.expires_s = nc, batch, expires_s
+        self.subject = f"$JS.API.CONSUMER.MSG.NEXT.{STREAM}.{DURABLE}"
+        self.inbox = ""
+        self._sub = None
+        self._pending: list = []
+        self._arrived = asyncio.Event()
+        self._owed = 0          # messages the outstanding requests may still deliver
+        self._requested = 0.0   # monotonic time of the last request
+
+    async def start(self) -> None:
+        self.inbox = self.nc.new_inbox()
+        self._sub = await self.nc.subscribe(self.inbox)
+        self.nc.raw_inboxes[self._sub._id] = self._on_delivery
+
+    async def stop(self) -> None:
+        sub, self._sub = self._sub, None
+        if sub is not None:
+            self.nc.raw_inboxes.pop(sub._id, None)
+            try:
+                await sub.unsubscribe()
+            except Exception:  # the old inbox may already be gone with the old connection
+                pass
+
+    def _on_delivery(self, subject: bytes, reply: bytes, payload: bytes, headers: bytes | None) -> None:
+        if not payload and headers and headers[8:9] == b" ":  # "NATS/1.0 408 ...": a status, no message
+            self._owed = 0  # 404/408/409: a request ended (or none is left): ask again
+        else:
+            self._pending.append((subject, reply, payload))
+            self._owed -= 1
+        self._arrived.set()
+
+    async def next_batch(self, wait_s: float = 1.0) -> list:
+        """The deliveries that arrived (in delivery order), waiting up to ``wait_s`` for
+        the first; ``[]`` when none came."""
+        now = time.monotonic()
+        if self._owed <= self.batch // 2 or now - self._requested > self.expires_s + 1.0:
+            self._owed = self.batch if now - self._requested > self.expires_s + 1.0 else self._owed + self.batch
+            self._requested = now
+            await self.nc.publish(self.subject, json.dumps(
+                {"batch": self.batch, "expires": int(self.expires_s * 1e9)}).encode(), reply=self.inbox)
+        if not self._pending:
+            self._arrived.clear()
+            try:
+                await asyncio.wait_for(self._arrived.wait(), wait_s)
+            except asyncio.TimeoutError:
+                return []
+        # what the socket already holds is delivered within a few loop turns: take it too
+        for _ in range(8):
+            if len(self._pending) >= self.batch:
+                break
+            n = len(self._pending)
+            await asyncio.sleep(0)
+            if len(self._pending) == n:
+                break
+        taken, self._pending = self._pending, []
+        return taken
+
+    async def ack_through(self, delivery) -> None:
+        """AckAll: acknowledges ``delivery`` and every one before it."""
+        await self.nc.publish(delivery[1].decode(), b"+ACK")
+
+
 class IngestWorker:
     """Consumes FUNNEL_EVENTS into ``data_dir``'s store until ``stop`` is set.
     Raises SystemExit(LOCKED_EXIT) when another worker holds the data directory's lock."""
@@ -343,7 +461,8 @@ class IngestWorker:
         self.rollup: RollUp | None = None
         self.log_every_s = log_every_s
         self._resubscribe = False
-        self._sub = None
+        self._puller: EventPuller | None = None
+        self._delivered = 0  # the consumer's last delivery sequence (0: none since (re)creating it)
 
     async def run(self, stop: asyncio.Event) -> None:
         lock_fd = self._lock()
@@ -361,9 +480,9 @@ class IngestWorker:
             failures = 0
             while not stop.is_set():
                 try:
-                    stream_id = await self._subscribe(js, applier)
+                    stream_id = await self._subscribe(nc, js, applier)
                     failures = 0
-                    await self._consume(applier, stream_id, stop)
+                    await self._consume(js, applier, stream_id, stop)
                 except Exception as exc:  # NATS trouble or a failed batch: re-position from LMDB
                     failures += 1
                     (log.warning if failures == 1 else log.debug)(
@@ -390,15 +509,14 @@ class IngestWorker:
         return fd
 
     async def _connect(self, stop: asyncio.Event):
-        import nats
-
         async def on_error(exc):
             log.debug("nats: %s", exc)
 
         async def on_reconnect():
             self._resubscribe = True  # deliveries in flight may be lost: restart at the stored position
 
-        connecting = asyncio.ensure_future(nats.connect(
+        nc = raw_delivery_client()
+        connecting = asyncio.ensure_future(nc.connect(
             self.nats_url, max_reconnect_attempts=-1, reconnect_time_wait=0.5, connect_timeout=2,
             error_cb=on_error, reconnected_cb=on_reconnect))
         stopping = asyncio.ensure_future(stop.wait())
@@ -408,20 +526,18 @@ class IngestWorker:
             connecting.cancel()
             await asyncio.gather(connecting, return_exceptions=True)
             return None
-        return connecting.result()
+        connecting.result()  # raises what the connect raised
+        return nc
 
-    async def _subscribe(self, js, applier: Applier) -> str:
+    async def _subscribe(self, nc, js, applier: Applier) -> str:
         """(Re)creates the durable consumer at the stored position; returns the stream identity."""
         from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
         from nats.js.errors import NotFoundError
 
         self._resubscribe = False
-        if self._sub is not None:
-            sub, self._sub = self._sub, None
-            try:
-                await sub.unsubscribe()
-            except Exception:  # the old inbox may already be gone with the old connection
-                pass
+        if self._puller is not None:
+            puller, self._puller = self._puller, None
+            await puller.stop()
         info = await ensure_stream(js)
         stream_id = info.created.isoformat() if info.created else ""
         progress = applier.progress()
@@ -441,28 +557,24 @@ class IngestWorker:
         if last:
             config.deliver_policy, config.opt_start_seq = DeliverPolicy.BY_START_SEQUENCE, last + 1
         await js.add_consumer(STREAM, config)
-        self._sub = await js.pull_subscribe_bind(durable=DURABLE, stream=STREAM)
+        self._puller = EventPuller(nc, self.batch)
+        await self._puller.start()
+        self._delivered = 0
         log.info("consuming %s from sequence %d", STREAM, last + 1)
         return stream_id
 
-    async def _consume(self, applier: Applier, stream_id: str, stop: asyncio.Event) -> None:
+    async def _consume(self, js, applier: Applier, stream_id: str, stop: asyncio.Event) -> None:
         logged, window = time.monotonic(), ApplyStats()
         polled = 0.0
         while not stop.is_set() and not self._resubscribe:
             if time.monotonic() - polled >= LAG_POLL_S:
                 polled = time.monotonic()
-                info = await self._sub.consumer_info()
+                info = await js.consumer_info(STREAM, DURABLE)
                 self.metrics.pending.set(info.num_pending + info.num_ack_pending)
             msgs = await self._next_batch()
             if msgs:
-                batch, newest, newest_seq = [], msgs[0], 0
-                for m in msgs:
-                    meta = m.metadata
-                    batch.append((meta.sequence.stream, m.subject, m.data, meta.timestamp.timestamp()))
-                    if meta.sequence.consumer > newest_seq:
-                        newest, newest_seq = m, meta.sequence.consumer
-                stats = applier.apply(batch, stream_id, self.metrics.lag)
-                await newest.ack()  # AckAll: acknowledges the whole batch, after the commit
+                stats = applier.apply(self._stream_entries(msgs), stream_id, self.metrics.lag)
+                await self._puller.ack_through(msgs[-1])  # after the commit
                 self.metrics.observe(stats)
                 window.add(stats)
             if self.rollup.due():
@@ -472,28 +584,29 @@ class IngestWorker:
                          ", ".join(f"{k}={v}" for k, v in window.outcomes().items() if v), window.last_seq)
                 logged, window = time.monotonic(), ApplyStats()
 
+    def _stream_entries(self, msgs) -> list:
+        """(stream sequence, subject, payload, stored at s) per delivery, for Applier.apply.
+        Deliveries come in consumer order, one after the other; a gap means one was lost on
+        the way (not applied, yet the AckAll would cover it): raise to re-position from LMDB."""
+        entries, delivered = [], self._delivered
+        for subject, reply, payload in msgs:
+            seq, consumer_seq, stored_at = delivery_of(reply)
+            if delivered and consumer_seq != delivered + 1:
+                raise RuntimeError(f"consumer delivery {consumer_seq} followed {delivered}: a delivery was lost")
+            delivered = consumer_seq
+            entries.append((seq, subject, payload, stored_at))
+        self._delivered = delivered
+        return entries
+
     def _roll_up(self) -> None:
         for tenant, (rows, lists) in self.rollup.run().items():
             if rows or lists:
                 log.debug("roll-up of %s: %d item rows, %d lists rewritten", tenant, rows, lists)
 
     async def _next_batch(self) -> list:
-        """What is available now (up to ``batch``); when nothing is, waits up to
-        1 s for one message and takes what arrived with it."""
-        from nats.errors import TimeoutError as NatsTimeout
-
-        try:
-            return await self._sub.fetch(self.batch, timeout=0.05)
-        except (NatsTimeout, asyncio.TimeoutError):
-            pass
-        try:
-            first = await self._sub.fetch(1, timeout=1.0)
-        except (NatsTimeout, asyncio.TimeoutError):
-            return []
-        try:
-            return first + await self._sub.fetch(self.batch - 1, timeout=0.05)
-        except (NatsTimeout, asyncio.TimeoutError):
-            return first
+        """What has arrived (up to about ``batch``); when nothing has, waits up to 1 s
+        for the first delivery and returns what came with it."""
+        return await self._puller.next_batch(1.0)
 
 
 def run_ingest(data_dir: str, nats_url: str, metrics_port: int = 0, host: str = "127.0.0.1",
