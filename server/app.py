@@ -48,6 +48,8 @@ class ServeSettings:
     nats_port: int = 4222          # 0 = any free port
     ingest: bool = True            # run the ingest worker process (JetStream -> LMDB user features)
     decision_log: bool = True      # with NATS: log every served response to FUNNEL_DECISIONS (server.decisions)
+    events_max_age_days: float = 30.0  # FUNNEL_EVENTS retention by age (set by the ingest worker); 0 = forever
+    events_max_bytes: int = 0      # FUNNEL_EVENTS size cap; when full, new events spool to the outbox; 0 = none
 
 
 def load_settings(path: str, **overrides) -> ServeSettings:
@@ -69,7 +71,8 @@ def load_settings(path: str, **overrides) -> ServeSettings:
     values.update({k: v for k, v in overrides.items() if v is not None})
     settings = ServeSettings(**values)
     for name, kind in (("port", int), ("workers", int), ("metrics_port", int), ("grace_s", float),
-                       ("refresh_s", float), ("nats_port", int), ("max_concurrent_rpcs", int)):
+                       ("refresh_s", float), ("nats_port", int), ("max_concurrent_rpcs", int),
+                       ("events_max_age_days", float), ("events_max_bytes", int)):
         value = getattr(settings, name)
         if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
             raise ValueError(f"{path}: [serve].{name} must be a non-negative number")

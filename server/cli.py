@@ -142,7 +142,8 @@ def _settings(args):
     flags = dict(data_dir=args.data_dir, host=args.host, port=args.port, workers=args.workers,
                  metrics_port=args.metrics_port, grace_s=args.grace, nats_url=args.nats, nats_port=args.nats_port,
                  embedded_nats=False if args.no_embedded_nats else None, ingest=False if args.no_ingest else None,
-                 decision_log=False if args.no_decision_log else None)
+                 decision_log=False if args.no_decision_log else None,
+                 events_max_age_days=args.events_max_age_days, events_max_bytes=args.events_max_bytes)
     if args.config:
         try:
             return load_settings(args.config, **flags)
@@ -164,8 +165,11 @@ def cmd_ingest(args) -> int:
 
     if not args.rollup_interval > 0:
         raise SystemExit("--rollup-interval must be positive")
+    if not (args.events_max_age_days >= 0 and args.events_max_bytes >= 0):
+        raise SystemExit("--events-max-age-days and --events-max-bytes must be >= 0")
     run_ingest(args.data_dir, args.nats, args.metrics_port, args.metrics_host, batch=args.batch,
-               rollup_s=args.rollup_interval)
+               rollup_s=args.rollup_interval, max_age_days=args.events_max_age_days,
+               max_bytes=args.events_max_bytes)
     return 0
 
 
@@ -260,6 +264,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="funnel", description="Funnel recommendation serving engine")
     sub = parser.add_subparsers(dest="command", required=True)
 
+    def retention_args(p, default):
+        shown = "" if default is None else " (default %(default)s)"
+        p.add_argument("--events-max-age-days", type=float, default=default[0] if default else None, metavar="DAYS",
+                       help="retention of the FUNNEL_EVENTS stream, set by the ingest worker: older events are "
+                            "removed (applied or not; the worker counts what it missed). Also the window "
+                            "`funnel experiments report` can join. 0 = keep forever" + (shown or " (default 30)"))
+        p.add_argument("--events-max-bytes", type=int, default=default[1] if default else None, metavar="BYTES",
+                       help="size cap of FUNNEL_EVENTS: a full stream refuses new events, which Ingest then "
+                            "spools to the local outbox (never dropped). 0 = no cap" + (shown or " (default 0)"))
+
     def serve_args(p):
         p.add_argument("--config", default="", help="TOML config with a [serve] table (ops/funnel.example.toml); "
                                                     "flags given on the command line win")
@@ -278,6 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="without --nats, run no NATS: Ingest keeps events in the local outbox")
         p.add_argument("--no-ingest", action="store_true",
                        help="do not start the ingest worker (run `funnel ingest` separately)")
+        retention_args(p, None)
         p.add_argument("--no-decision-log", action="store_true",
                        help="do not log served responses to the JetStream stream FUNNEL_DECISIONS (on by default "
                             "with NATS; decisions are dropped and counted, never spooled, while NATS is down)")
@@ -346,6 +361,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics-port", type=int, default=0, help="Prometheus /metrics port (default off)")
     p.add_argument("--metrics-host", default="127.0.0.1", help="address of the metrics endpoint")
     p.add_argument("--batch", type=int, default=500, help="most events applied per LMDB transaction")
+    retention_args(p, (30.0, 0))
     p.add_argument("--rollup-interval", type=float, default=1.0, metavar="SECONDS",
                    help="how often item counters that changed are rolled up into item popularity, quality, "
                         "skip rate and the trending/popular lists (default %(default)s)")

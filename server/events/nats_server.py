@@ -2,7 +2,12 @@
 
 Stream ``FUNNEL_EVENTS`` takes subjects ``funnel.events.>``, file storage, a
 10-minute duplicate window (a repeated ``Nats-Msg-Id`` within it is stored
-once). One event's subject is ``funnel.events.<tenant>.<user_hash>`` with
+once). Retention (:func:`ensure_event_stream`, set by the ingest worker from
+``--events-max-age-days`` / ``--events-max-bytes``): events older than the max
+age (default 30 days, which also bounds what ``funnel experiments report`` can
+join) are removed; a byte cap, when set, makes a full stream *refuse* new events
+(discard policy NEW), so Ingest spools them to the outbox instead of the stream
+dropping old ones that the worker may not have applied yet. One event's subject is ``funnel.events.<tenant>.<user_hash>`` with
 ``user_hash`` = the first 16 hex digits (64 bits) of sha256(user_id), so one
 user's events can be purged by subject (Admin.DeleteUser) without, in practice,
 touching another user's: a collision needs ~4 billion users for even odds. Tenant ids (``server.tenancy.TENANT_ID_RE``) are
@@ -32,6 +37,7 @@ log = logging.getLogger("funnel.events")
 STREAM = "FUNNEL_EVENTS"
 SUBJECT_PREFIX = "funnel.events"
 DUPLICATE_WINDOW_S = 600.0
+EVENTS_MAX_AGE_DAYS = 30.0  # default retention of FUNNEL_EVENTS; 0 = keep forever
 _STREAM_EXISTS = 10058  # JetStream API error code: stream name already in use
 
 
@@ -45,11 +51,41 @@ def tenant_of(subject: str) -> str:
     return parts[2] if len(parts) == 4 and f"{parts[0]}.{parts[1]}" == SUBJECT_PREFIX else ""
 
 
-def stream_config():
-    from nats.js.api import StorageType, StreamConfig
+def stream_config(max_age_days: float = EVENTS_MAX_AGE_DAYS, max_bytes: int = 0):
+    """FUNNEL_EVENTS: ``max_age_days`` 0 = no age limit, ``max_bytes`` 0 = no size limit."""
+    from nats.js.api import DiscardPolicy, StorageType, StreamConfig
 
+    if not (max_age_days >= 0 and max_bytes >= 0):  # also refuses NaN
+        raise ValueError(f"event retention must be >= 0 (max age {max_age_days} days, max bytes {max_bytes})")
+    max_age = max_age_days * 86400.0
+    # JetStream refuses a duplicate window longer than the max age
+    window = min(DUPLICATE_WINDOW_S, max_age) if max_age else DUPLICATE_WINDOW_S
     return StreamConfig(name=STREAM, subjects=[f"{SUBJECT_PREFIX}.>"], storage=StorageType.FILE,
-                        duplicate_window=DUPLICATE_WINDOW_S)
+                        duplicate_window=window, max_age=max_age, max_bytes=max_bytes or -1,
+                        discard=DiscardPolicy.NEW)
+
+
+def _retention(config) -> tuple:
+    return (round(float(config.max_age or 0.0), 3), int(config.max_bytes or -1), config.discard,
+            round(float(config.duplicate_window or 0.0), 3))
+
+
+async def ensure_event_stream(js, max_age_days: float = EVENTS_MAX_AGE_DAYS, max_bytes: int = 0,
+                              timeout_s: float = 10.0):
+    """StreamInfo of FUNNEL_EVENTS with this retention: created when missing, updated
+    (and logged) when it exists with other limits. Lowering a limit removes what is
+    over it at once, applied or not: the worker counts what it did not apply."""
+    wanted = stream_config(max_age_days, max_bytes)
+    info = await ensure_stream(js, timeout_s, wanted)
+    if _retention(info.config) != _retention(wanted):
+        config = info.config
+        was = _retention(config)
+        config.max_age, config.max_bytes, config.discard = wanted.max_age, wanted.max_bytes, wanted.discard
+        config.duplicate_window = wanted.duplicate_window
+        info = await js.update_stream(config)
+        log.info("%s retention: max age %s -> %s s, max bytes %s -> %s, duplicate window %s -> %s s", STREAM,
+                 was[0], wanted.max_age, was[1], wanted.max_bytes, was[3], wanted.duplicate_window)
+    return info
 
 
 async def ensure_stream(js, timeout_s: float = 10.0, config=None):

@@ -75,7 +75,8 @@ class EventServices:
         metrics_port = s.metrics_port + s.workers if s.metrics_port else 0
         return subprocess.Popen([sys.executable, "-m", "server.cli", "ingest", "--data-dir", s.data_dir,
                                  "--nats", s.nats_url, "--metrics-port", str(metrics_port),
-                                 "--metrics-host", s.host], stdin=subprocess.DEVNULL)
+                                 "--metrics-host", s.host, "--events-max-age-days", str(s.events_max_age_days),
+                                 "--events-max-bytes", str(s.events_max_bytes)], stdin=subprocess.DEVNULL)
 
     def _supervise(self) -> None:
         from server.events.worker import LOCKED_EXIT

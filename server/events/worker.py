@@ -72,7 +72,7 @@ from ops.catalog import DWELL_FULL_SECONDS, EVENT_WEIGHTS
 from ops.features import AFFINITY_HALF_LIFE_DAYS, DAY_SECONDS, TRENDING_HALF_LIFE_DAYS
 from protos import funnel_pb2
 from server.events.erasure import ERASED_DB, tombstone
-from server.events.nats_server import STREAM, SUBJECT_PREFIX, ensure_stream, tenant_of
+from server.events.nats_server import EVENTS_MAX_AGE_DAYS, STREAM, SUBJECT_PREFIX, ensure_event_stream, tenant_of
 from server.events.rollup import ItemCounters, RollUp, update_item_stats
 from server.store import LmdbStore, empty_impressions, empty_user_value, push_impression
 from server.store.lmdb_store import idx_key, tkey
@@ -328,6 +328,9 @@ class WorkerMetrics:
                               registry=self.registry)
         self.pending = Gauge("funnel_ingest_consumer_pending", "Events in the stream not yet applied and acked "
                              "(consumer lag, polled every few seconds)", registry=self.registry)
+        self.missing = Counter("funnel_ingest_missing_total", "Stream sequences gone before the worker applied "
+                               "them: purged by an erasure, or removed by the stream's retention (max age / "
+                               "max bytes) while the worker was behind", registry=self.registry)
         self.rollup = Histogram("funnel_ingest_rollup_seconds", "One tenant's roll-up of item counters into rows "
                                 "and lists", buckets=LAG_BUCKETS, registry=self.registry)
 
@@ -454,8 +457,10 @@ class IngestWorker:
     Raises SystemExit(LOCKED_EXIT) when another worker holds the data directory's lock."""
 
     def __init__(self, data_dir: str, nats_url: str, batch: int = FETCH_MAX,
-                 metrics: WorkerMetrics | None = None, log_every_s: float = 10.0, rollup_s: float = 1.0):
+                 metrics: WorkerMetrics | None = None, log_every_s: float = 10.0, rollup_s: float = 1.0,
+                 max_age_days: float = EVENTS_MAX_AGE_DAYS, max_bytes: int = 0):
         self.data_dir, self.nats_url, self.batch = data_dir, nats_url, batch
+        self.max_age_days, self.max_bytes = max_age_days, max_bytes
         self.metrics = metrics or WorkerMetrics()
         self.rollup_s = rollup_s
         self.rollup: RollUp | None = None
@@ -463,6 +468,7 @@ class IngestWorker:
         self._resubscribe = False
         self._puller: EventPuller | None = None
         self._delivered = 0  # the consumer's last delivery sequence (0: none since (re)creating it)
+        self._seen_seq = 0   # the last stream sequence delivered (0: none since (re)creating the consumer)
 
     async def run(self, stop: asyncio.Event) -> None:
         lock_fd = self._lock()
@@ -538,16 +544,17 @@ class IngestWorker:
         if self._puller is not None:
             puller, self._puller = self._puller, None
             await puller.stop()
-        info = await ensure_stream(js)
+        info = await ensure_event_stream(js, self.max_age_days, self.max_bytes)
         stream_id = info.created.isoformat() if info.created else ""
         progress = applier.progress()
         if progress and progress.get("stream") != stream_id:
             log.warning("stream %s was recreated (%s, was %s): applying it from its start",
                         STREAM, stream_id, progress.get("stream"))
         last = applier.last_applied(stream_id)
-        if info.state.first_seq > last + 1 and info.state.messages:
-            log.warning("stream %s starts at %d but %d is the last applied: %d events expired unapplied",
-                        STREAM, info.state.first_seq, last, info.state.first_seq - last - 1)
+        if last and info.state.first_seq > last + 1:  # (an empty stream's first_seq is its last_seq + 1)
+            log.warning("stream %s starts at %d but %d is the last applied: %d events were removed unapplied "
+                        "(retention or erasure)", STREAM, info.state.first_seq, last, info.state.first_seq - last - 1)
+            self.metrics.missing.inc(info.state.first_seq - last - 1)
         try:
             await js.delete_consumer(STREAM, DURABLE)
         except NotFoundError:
@@ -559,7 +566,7 @@ class IngestWorker:
         await js.add_consumer(STREAM, config)
         self._puller = EventPuller(nc, self.batch)
         await self._puller.start()
-        self._delivered = 0
+        self._delivered, self._seen_seq = 0, last
         log.info("consuming %s from sequence %d", STREAM, last + 1)
         return stream_id
 
@@ -587,15 +594,21 @@ class IngestWorker:
     def _stream_entries(self, msgs) -> list:
         """(stream sequence, subject, payload, stored at s) per delivery, for Applier.apply.
         Deliveries come in consumer order, one after the other; a gap means one was lost on
-        the way (not applied, yet the AckAll would cover it): raise to re-position from LMDB."""
-        entries, delivered = [], self._delivered
+        the way (not applied, yet the AckAll would cover it): raise to re-position from LMDB.
+        Stream sequences may jump: what lies between was purged by an erasure or removed by
+        retention before it was delivered (counted in ``funnel_ingest_missing_total``)."""
+        entries, delivered, seen, missing = [], self._delivered, self._seen_seq, 0
         for subject, reply, payload in msgs:
             seq, consumer_seq, stored_at = delivery_of(reply)
             if delivered and consumer_seq != delivered + 1:
                 raise RuntimeError(f"consumer delivery {consumer_seq} followed {delivered}: a delivery was lost")
-            delivered = consumer_seq
+            if seen and seq > seen + 1:  # purged (erasure) or removed by retention before it was applied
+                missing += seq - seen - 1
+            delivered, seen = consumer_seq, seq
             entries.append((seq, subject, payload, stored_at))
-        self._delivered = delivered
+        self._delivered, self._seen_seq = delivered, seen
+        if missing:
+            self.metrics.missing.inc(missing)
         return entries
 
     def _roll_up(self) -> None:
@@ -610,7 +623,8 @@ class IngestWorker:
 
 
 def run_ingest(data_dir: str, nats_url: str, metrics_port: int = 0, host: str = "127.0.0.1",
-               batch: int = FETCH_MAX, rollup_s: float = 1.0) -> None:
+               batch: int = FETCH_MAX, rollup_s: float = 1.0, max_age_days: float = EVENTS_MAX_AGE_DAYS,
+               max_bytes: int = 0) -> None:
     """Process entry point (``funnel ingest``, and the worker ``funnel serve`` starts):
     runs until SIGTERM/SIGINT, finishing the batch in hand."""
     logging.basicConfig(level=os.environ.get("FUNNEL_LOG_LEVEL", "INFO"),
@@ -624,7 +638,8 @@ def run_ingest(data_dir: str, nats_url: str, metrics_port: int = 0, host: str = 
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await IngestWorker(data_dir, nats_url, batch=batch, metrics=metrics, rollup_s=rollup_s).run(stop)
+        await IngestWorker(data_dir, nats_url, batch=batch, metrics=metrics, rollup_s=rollup_s,
+                           max_age_days=max_age_days, max_bytes=max_bytes).run(stop)
 
     try:
         import uvloop

@@ -57,8 +57,8 @@ def small_copy(small_data_dir, tmp_path):
 def start_server(tmp_path):
     started = []
 
-    def start(data_dir: str, nats_url: str) -> EventServer:
-        server = EventServer(data_dir, nats_url, str(tmp_path / f"serve-{len(started)}.log"))
+    def start(data_dir: str, nats_url: str, *extra: str) -> EventServer:
+        server = EventServer(data_dir, nats_url, str(tmp_path / f"serve-{len(started)}.log"), extra)
         started.append(server)
         return server
 

@@ -69,11 +69,11 @@ class Proc:
 class EventServer(Proc):
     """``funnel serve`` on a free port against ``nats_url`` (its own ingest worker included)."""
 
-    def __init__(self, data_dir: str, nats_url: str, log_path: str):
+    def __init__(self, data_dir: str, nats_url: str, log_path: str, extra: tuple[str, ...] = ()):
         self.port = free_port()
         self.target = f"127.0.0.1:{self.port}"
         super().__init__(["serve", "--data-dir", data_dir, "--port", str(self.port), "--workers", "1",
-                          "--grace", "2", "--nats", nats_url], log_path)
+                          "--grace", "2", "--nats", nats_url, *extra], log_path)
         self.channel = grpc.insecure_channel(self.target)
         deadline = time.monotonic() + 60
         while not _health(self.target):
