@@ -47,8 +47,10 @@ Not reached from here: other replicas' stores and outboxes (the erasure is not a
 event on the stream), the offline history under ``tenants/<tenant>/`` (``funnel
 load``/``train`` would rebuild the user from it), and cursors already handed out
 (they carry the rest of their ranking and expire with their TTL). Subjects hash user
-ids to 8 hex digits, so the purge also takes the stream messages of any user whose
-id shares the hash (counted in ``events_purged``).
+ids to 16 hex digits (64 bits), so the purge also takes the stream messages of any user
+whose id shares the hash (counted in ``events_purged``). Tombstones are kept for good
+(~100 bytes per erased user): the ``at_ms`` rule must still hold for an old event that
+reaches the stream late from another node's outbox.
 """
 
 from __future__ import annotations
