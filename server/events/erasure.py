@@ -45,8 +45,9 @@ opted-out row has, and they age out of the LRU.
 
 Not reached from here: other replicas' stores and outboxes (the erasure is not an
 event on the stream), the offline history under ``tenants/<tenant>/`` (``funnel
-load``/``train`` would rebuild the user from it), and cursors already handed out
-(they carry the rest of their ranking and expire with their TTL). Subjects hash user
+load``/``train`` would rebuild the user from it). Cursors handed out before the
+erasure carry the rest of a ranking; GetFeed refuses them (INVALID_ARGUMENT) once the
+tombstone is newer than the cursor (server/cursor.py). Subjects hash user
 ids to 16 hex digits (64 bits), so the purge also takes the stream messages of any user
 whose id shares the hash (counted in ``events_purged``). Tombstones are kept for good
 (~100 bytes per erased user): the ``at_ms`` rule must still hold for an old event that
