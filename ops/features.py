@@ -43,12 +43,23 @@ DAY_SECONDS = 86400
 SKIP_BELOW = 0.5
 QUALITY_PRIOR = 0.5
 PSEUDO_COUNT = 2.0            # prior strength, in interactions, for quality and skip rate
-AFFINITY_HALF_LIFE_DAYS = 30.0
+AFFINITY_HALF_LIFE_DAYS = 30.0   # defaults; a tenant's config may set its own (HalfLives)
 TRENDING_HALF_LIFE_DAYS = 7.0
+MAX_HALF_LIFE_DAYS = 3650.0      # the longest a tenant may set (ten years)
 TRENDING_SIZE = 1000
 TRENDING_CATEGORY_SIZE = 500
 NEW_SIZE = 1000
 SEGMENT_SIZE = 200
+
+
+@dataclass(frozen=True)
+class HalfLives:
+    """One tenant's decay half-lives in days, each within (0, MAX_HALF_LIFE_DAYS]. The
+    tenant config sets them (server.tenancy.TenantConfig.half_lives); the offline builders
+    here, the ingest worker and its roll-up all decay with the same pair."""
+
+    affinity_days: float = AFFINITY_HALF_LIFE_DAYS  # user category affinity (and the segment lists)
+    trending_days: float = TRENDING_HALF_LIFE_DAYS  # item trending weight and per-event-type counts
 
 
 def maturity_code(raw: str | None) -> int:

@@ -20,6 +20,11 @@ catalog or the new one, never a mix:
   ``catalog_gen`` (bumped), and the scales the ingest worker's roll-up keeps
   using until the next load: ``popularity_max_count``, ``skip_prior``.
 
+Time decay uses the tenant's half-lives (``TenantConfig.half_lives``: user affinity
+and the segment lists with the affinity half-life, the trending lists and counters
+with the trending one) when the tenant config exists, else the defaults of
+``ops.features``; the report names the pair used.
+
 The history (item = store index) is saved to ``DataDir(data_dir).interactions(tenant)``;
 it is written to a temporary file first and moved into place after the commit.
 
@@ -64,10 +69,11 @@ from kernels.layout import (
     USER_HAS_CF,
 )
 from ops.catalog import FORMATS, Dataset, ParseError, normalize_maturity, read_dataset
-from ops.features import item_base_rows, item_counts, item_lists, skip_prior, user_values_from_history
+from ops.features import HalfLives, item_base_rows, item_counts, item_lists, skip_prior, user_values_from_history
 from ops.interactions import Interactions
 from server.catalog import campaign_ids, campaign_lists
 from server.store import DataDir, LmdbStore, user_row_view
+from server.tenancy import TenantRegistry
 
 _PROGRESS_EVERY = 1 << 14
 
@@ -89,13 +95,15 @@ class LoadReport:
     errors: list[ParseError]
     now_ts: int
     seconds: float
+    half_lives: HalfLives = HalfLives()  # the decay used (the tenant config's, else the defaults)
 
     def summary(self, max_errors: int = 50) -> str:
         lines = [
             f"loaded {self.fmt} into tenant {self.tenant!r} in {self.seconds:.1f}s: "
             f"{self.items} items ({self.new_items} new, {self.retired_items} retired), {self.users} users, "
             f"{self.interactions} interactions, {self.impressions} impressions skipped, "
-            f"{self.categories} categories, now_ts={self.now_ts}",
+            f"{self.categories} categories, now_ts={self.now_ts}, half-lives: affinity "
+            f"{self.half_lives.affinity_days:g}d, trending {self.half_lives.trending_days:g}d",
         ]
         if self.n_errors:
             lines.append(f"{self.n_errors} malformed rows skipped:")
@@ -136,6 +144,7 @@ def write_dataset(data_dir: str, tenant: str, dataset: Dataset, now_ts: int | No
     store = LmdbStore.open(data_dir)
     try:
         with store.write() as txn:
+            half_lives = TenantRegistry(store).half_lives(txn, tenant)
             catalog = dataset.catalog.with_category_order(store.get_state(txn, tenant, "categories", []))
             n_old = int(store.get_state(txn, tenant, "n_items", 0))
             index_of = _dense_indices(store, txn, tenant, catalog.item_ids, n_old)
@@ -152,9 +161,9 @@ def write_dataset(data_dir: str, tenant: str, dataset: Dataset, now_ts: int | No
                                    history.ts, history.weight)
             campaigns = list(store.get_state(txn, tenant, "campaigns", []) or [])
             rows[index_of, ITEM_CAMPAIGN] = campaign_ids(catalog.campaigns, campaigns)
-            values = user_values_from_history(history, rows, now_ts)
-            lists = item_lists(rows, history, now_ts)
-            counts = item_counts(history, n_total, now_ts)
+            values = user_values_from_history(history, rows, now_ts, half_lives.affinity_days)
+            lists = item_lists(rows, history, now_ts, half_lives.trending_days, half_lives.affinity_days)
+            counts = item_counts(history, n_total, now_ts, half_lives.trending_days)
 
             store.put_item_rows(txn, tenant, rows)
             store.bump_catalog_gen(txn, tenant)
@@ -184,7 +193,7 @@ def write_dataset(data_dir: str, tenant: str, dataset: Dataset, now_ts: int | No
         retired_items=n_old - (len(catalog) - new_items),
         users=history.n_users, interactions=len(history), impressions=dataset.impressions,
         categories=len(catalog.category_names), n_errors=dataset.n_errors, errors=dataset.errors,
-        now_ts=now_ts, seconds=time.perf_counter() - started)
+        now_ts=now_ts, seconds=time.perf_counter() - started, half_lives=half_lives)
 
 
 def _put_item_stats(store: LmdbStore, txn, tenant: str, counts, now_ts: int) -> None:
@@ -260,7 +269,6 @@ def _build_named_segment_lists(data_dir: str, tenant: str) -> None:
     """The tenant's named segments (if it exists and has any) get fresh level-3 lists
     from the history just loaded and the user rows just written (ops.segments)."""
     from ops.segments import build_segment_lists
-    from server.tenancy import TenantRegistry
 
     store = LmdbStore.open(data_dir, readonly=True)
     try:

@@ -4,10 +4,11 @@ named segments.
 For each named segment s of the tenant (server.tenancy.Segment), list
 "segment:name:<s>" holds the top SEGMENT_SIZE active items by
 
-    score(i) = sum of weight * 2 ** (-(now - ts) / AFFINITY_HALF_LIFE_DAYS)
+    score(i) = sum of weight * 2 ** (-(now - ts) / affinity half-life)
 
-over the saved history's interactions (``DataDir.interactions``, written by
-``funnel load``) of the users whose segment is s NOW: the segment is evaluated on
+with the tenant config's ``affinity_half_life_days`` (server.tenancy), over the saved
+history's interactions (``DataDir.interactions``, written by ``funnel load``) of
+the users whose segment is s NOW: the segment is evaluated on
 each user's CURRENT stored row, exactly as GetFeed evaluates it (server.segments),
 against the tenant clock. Ties go by item index, as for the "segment:<c>" lists of
 ops.features.item_lists. Users without a stored row (erased) and users who opted
@@ -109,7 +110,8 @@ def build_segment_lists(data_dir: str, tenant: str) -> SegmentBuildReport:
                         user_segment[u] = index_of[name]
                 n_items = int(snap.state(tenant, "n_items", 0) or 0)
                 item_rows = store.read_item_rows(snap.txn, tenant, n_items)
-                lists = segment_lists(history, item_rows, user_segment, len(names), now_ts)
+                lists = segment_lists(history, item_rows, user_segment, len(names), now_ts,
+                                      config.half_lives().affinity_days)
                 counts = np.bincount(user_segment[user_segment >= 0], minlength=len(names))
                 users = {name: int(counts[k]) for k, name in enumerate(names)}
         removed = 0

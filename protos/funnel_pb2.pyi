@@ -47,12 +47,14 @@ PURCHASE: EventType
 DWELL: EventType
 
 class RequestContext(_message.Message):
-    __slots__ = ("device", "session_item_ids")
+    __slots__ = ("device", "session_item_ids", "session_id")
     DEVICE_FIELD_NUMBER: _ClassVar[int]
     SESSION_ITEM_IDS_FIELD_NUMBER: _ClassVar[int]
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     device: str
     session_item_ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, device: _Optional[str] = ..., session_item_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    session_id: str
+    def __init__(self, device: _Optional[str] = ..., session_item_ids: _Optional[_Iterable[str]] = ..., session_id: _Optional[str] = ...) -> None: ...
 
 class FeedRequest(_message.Message):
     __slots__ = ("user_id", "surface", "limit", "cursor", "context", "exclude_item_ids", "explain")
@@ -213,7 +215,7 @@ class Segment(_message.Message):
     def __init__(self, name: _Optional[str] = ..., top_categories: _Optional[_Iterable[str]] = ..., min_interactions: _Optional[int] = ..., max_interactions: _Optional[int] = ..., min_skip_rate: _Optional[float] = ..., max_skip_rate: _Optional[float] = ..., lifecycle: _Optional[_Iterable[str]] = ..., lapsed_after_days: _Optional[int] = ..., consent: _Optional[str] = ...) -> None: ...
 
 class Tenant(_message.Message):
-    __slots__ = ("tenant_id", "name", "maturity_policy", "personalization_enabled", "default_limit", "max_limit", "latency_budget_ms", "blocked_item_ids", "blocked_categories", "boosted_item_ids", "surfaces", "linear_model_json", "version", "api_keys", "rotate_keys", "api_key_count", "experiments", "segments")
+    __slots__ = ("tenant_id", "name", "maturity_policy", "personalization_enabled", "default_limit", "max_limit", "latency_budget_ms", "blocked_item_ids", "blocked_categories", "boosted_item_ids", "surfaces", "linear_model_json", "version", "api_keys", "rotate_keys", "api_key_count", "experiments", "segments", "affinity_half_life_days", "trending_half_life_days")
     class SurfacesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -239,6 +241,8 @@ class Tenant(_message.Message):
     API_KEY_COUNT_FIELD_NUMBER: _ClassVar[int]
     EXPERIMENTS_FIELD_NUMBER: _ClassVar[int]
     SEGMENTS_FIELD_NUMBER: _ClassVar[int]
+    AFFINITY_HALF_LIFE_DAYS_FIELD_NUMBER: _ClassVar[int]
+    TRENDING_HALF_LIFE_DAYS_FIELD_NUMBER: _ClassVar[int]
     tenant_id: str
     name: str
     maturity_policy: str
@@ -257,7 +261,9 @@ class Tenant(_message.Message):
     api_key_count: int
     experiments: _containers.RepeatedCompositeFieldContainer[Experiment]
     segments: _containers.RepeatedCompositeFieldContainer[Segment]
-    def __init__(self, tenant_id: _Optional[str] = ..., name: _Optional[str] = ..., maturity_policy: _Optional[str] = ..., personalization_enabled: _Optional[bool] = ..., default_limit: _Optional[int] = ..., max_limit: _Optional[int] = ..., latency_budget_ms: _Optional[int] = ..., blocked_item_ids: _Optional[_Iterable[str]] = ..., blocked_categories: _Optional[_Iterable[str]] = ..., boosted_item_ids: _Optional[_Iterable[str]] = ..., surfaces: _Optional[_Mapping[str, SurfaceRules]] = ..., linear_model_json: _Optional[str] = ..., version: _Optional[int] = ..., api_keys: _Optional[_Iterable[str]] = ..., rotate_keys: _Optional[bool] = ..., api_key_count: _Optional[int] = ..., experiments: _Optional[_Iterable[_Union[Experiment, _Mapping]]] = ..., segments: _Optional[_Iterable[_Union[Segment, _Mapping]]] = ...) -> None: ...
+    affinity_half_life_days: float
+    trending_half_life_days: float
+    def __init__(self, tenant_id: _Optional[str] = ..., name: _Optional[str] = ..., maturity_policy: _Optional[str] = ..., personalization_enabled: _Optional[bool] = ..., default_limit: _Optional[int] = ..., max_limit: _Optional[int] = ..., latency_budget_ms: _Optional[int] = ..., blocked_item_ids: _Optional[_Iterable[str]] = ..., blocked_categories: _Optional[_Iterable[str]] = ..., boosted_item_ids: _Optional[_Iterable[str]] = ..., surfaces: _Optional[_Mapping[str, SurfaceRules]] = ..., linear_model_json: _Optional[str] = ..., version: _Optional[int] = ..., api_keys: _Optional[_Iterable[str]] = ..., rotate_keys: _Optional[bool] = ..., api_key_count: _Optional[int] = ..., experiments: _Optional[_Iterable[_Union[Experiment, _Mapping]]] = ..., segments: _Optional[_Iterable[_Union[Segment, _Mapping]]] = ..., affinity_half_life_days: _Optional[float] = ..., trending_half_life_days: _Optional[float] = ...) -> None: ...
 
 class Experiment(_message.Message):
     __slots__ = ("name", "surface", "salt", "status", "variants")
@@ -518,7 +524,7 @@ class UserSegment(_message.Message):
     def __init__(self, user_id: _Optional[str] = ..., segment: _Optional[str] = ..., known: _Optional[bool] = ..., personalization_consent: _Optional[bool] = ..., top_category: _Optional[str] = ..., interactions: _Optional[int] = ..., skip_rate: _Optional[float] = ..., days_since_active: _Optional[float] = ...) -> None: ...
 
 class UserSignals(_message.Message):
-    __slots__ = ("user_id", "known", "activity", "skip_rate", "last_active_day", "personalization_consent", "has_embedding", "top_categories", "recent_item_ids")
+    __slots__ = ("user_id", "known", "activity", "skip_rate", "last_active_day", "personalization_consent", "has_embedding", "top_categories", "recent_item_ids", "session_item_ids")
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     KNOWN_FIELD_NUMBER: _ClassVar[int]
     ACTIVITY_FIELD_NUMBER: _ClassVar[int]
@@ -528,6 +534,7 @@ class UserSignals(_message.Message):
     HAS_EMBEDDING_FIELD_NUMBER: _ClassVar[int]
     TOP_CATEGORIES_FIELD_NUMBER: _ClassVar[int]
     RECENT_ITEM_IDS_FIELD_NUMBER: _ClassVar[int]
+    SESSION_ITEM_IDS_FIELD_NUMBER: _ClassVar[int]
     user_id: str
     known: bool
     activity: float
@@ -537,7 +544,8 @@ class UserSignals(_message.Message):
     has_embedding: bool
     top_categories: _containers.RepeatedCompositeFieldContainer[CategoryAffinity]
     recent_item_ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, user_id: _Optional[str] = ..., known: _Optional[bool] = ..., activity: _Optional[float] = ..., skip_rate: _Optional[float] = ..., last_active_day: _Optional[int] = ..., personalization_consent: _Optional[bool] = ..., has_embedding: _Optional[bool] = ..., top_categories: _Optional[_Iterable[_Union[CategoryAffinity, _Mapping]]] = ..., recent_item_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    session_item_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, user_id: _Optional[str] = ..., known: _Optional[bool] = ..., activity: _Optional[float] = ..., skip_rate: _Optional[float] = ..., last_active_day: _Optional[int] = ..., personalization_consent: _Optional[bool] = ..., has_embedding: _Optional[bool] = ..., top_categories: _Optional[_Iterable[_Union[CategoryAffinity, _Mapping]]] = ..., recent_item_ids: _Optional[_Iterable[str]] = ..., session_item_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Decision(_message.Message):
     __slots__ = ("request_id", "tenant_id", "user_id", "user_hash", "surface", "feed", "related", "items", "model_version", "config_version", "experiment", "variant", "degradation_level", "mode", "latency_us", "served_at_ms", "canary", "segment")

@@ -46,7 +46,10 @@ def cmd_train(args) -> int:
     return 0
 
 
-def _create_tenant(data_dir: str, tenant_id: str, maturity: str, name: str = "") -> str:
+def _create_tenant(data_dir: str, tenant_id: str, maturity: str, name: str = "",
+                   settings: dict | None = None) -> str:
+    """Creates the tenant (or adds a key to it) and returns the new key. ``settings``: config
+    fields to set too (--affinity-half-life-days ...). Raises ConfigError for an invalid config."""
     from server.store import LmdbStore
     from server.tenancy import TenantConfig, TenantRegistry, hash_key, new_api_key
 
@@ -57,11 +60,40 @@ def _create_tenant(data_dir: str, tenant_id: str, maturity: str, name: str = "")
         with store.snapshot() as snap:
             current = registry.get(snap.txn, tenant_id)
         base = current or TenantConfig(tenant_id=tenant_id, name=name or tenant_id, maturity_policy=maturity)
-        registry.put(TenantConfig.from_json(dict(base.to_json(), api_key_hashes=list(base.api_key_hashes)
-                                                 + [hash_key(key)])))
+        registry.put(TenantConfig.from_json(dict(base.to_json(), **(settings or {}),
+                                                 api_key_hashes=list(base.api_key_hashes) + [hash_key(key)])))
     finally:
         store.close()
     return key
+
+
+def _tenant_settings(args) -> dict:
+    """The config fields the tenant flags set; 0 = the default, as in the Admin API."""
+    from ops.features import AFFINITY_HALF_LIFE_DAYS, TRENDING_HALF_LIFE_DAYS
+
+    settings = {}
+    for name, default in (("affinity_half_life_days", AFFINITY_HALF_LIFE_DAYS),
+                          ("trending_half_life_days", TRENDING_HALF_LIFE_DAYS)):
+        value = getattr(args, name)
+        if value is not None:
+            settings[name] = value or default
+    return settings
+
+
+def _tenant_set(data_dir: str, tenant_id: str, settings: dict):
+    """Writes ``settings`` into an existing tenant's config as a new version (no new key);
+    None when the tenant does not exist. Raises ConfigError for an invalid config."""
+    from server.store import LmdbStore
+    from server.tenancy import TenantConfig, TenantRegistry
+
+    store = LmdbStore.open(data_dir)
+    try:
+        registry = TenantRegistry(store)
+        with store.snapshot() as snap:
+            current = registry.get(snap.txn, tenant_id)
+        return None if current is None else registry.put(TenantConfig.from_json(dict(current.to_json(), **settings)))
+    finally:
+        store.close()
 
 
 def _tenant_history(data_dir: str, tenant_id: str, limit: int) -> int:
@@ -105,11 +137,29 @@ def _tenant_restore(data_dir: str, tenant_id: str, version: int) -> int:
 
 
 def cmd_tenant(args) -> int:
+    from server.tenancy import ConfigError
+
+    settings = _tenant_settings(args)
+    if settings and (args.history or args.restore):
+        print("error: --affinity-half-life-days and --trending-half-life-days do not go with --history or --restore",
+              file=sys.stderr)
+        return 2
     if args.history:
         return _tenant_history(args.data_dir, args.tenant, args.limit)
     if args.restore:
         return _tenant_restore(args.data_dir, args.tenant, args.restore)
-    key = _create_tenant(args.data_dir, args.tenant, args.maturity, args.name)
+    try:
+        stored = _tenant_set(args.data_dir, args.tenant, settings) if settings else None
+        if stored is not None:
+            print(f"tenant {args.tenant}: config version {stored.version}: affinity_half_life_days="
+                  f"{stored.affinity_half_life_days:g}, trending_half_life_days={stored.trending_half_life_days:g} "
+                  "(no new API key; events applied from now on decay with them, `funnel load` rebuilds the "
+                  "stored features with them)")
+            return 0
+        key = _create_tenant(args.data_dir, args.tenant, args.maturity, args.name, settings)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     print(f"tenant {args.tenant}: new API key (shown once; send as x-api-key): {key}")
     return 0
 
@@ -319,12 +369,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(fn=cmd_train)
 
-    p = sub.add_parser("tenant", help="create a tenant (or add a key to one) and print a new API key")
+    p = sub.add_parser("tenant", help="create a tenant (or add a key to one) and print a new API key; "
+                                      "with a half-life flag, set it on an existing tenant (no new key)",
+                       description="Without flags: create the tenant (or add an API key to it) and print the new "
+                                   "key. --affinity-half-life-days / --trending-half-life-days on an existing "
+                                   "tenant write them as a new config version and print no key; on a new tenant "
+                                   "they are part of its first config. A change applies to events applied after "
+                                   "it (stored decayed sums are not recomputed); `funnel load` rebuilds the stored "
+                                   "features with the tenant's half-lives.")
     _data_dir_arg(p)
     p.add_argument("--tenant", required=True)
     p.add_argument("--name", default="")
     p.add_argument("--maturity", default="PG13", choices=["G", "PG", "PG13", "R", "NC17"],
-                   help="highest rating served to this tenant's users (default %(default)s)")
+                   help="highest rating served to this tenant's users (default %(default)s); used when the "
+                        "tenant is created")
+    p.add_argument("--affinity-half-life-days", type=float, default=None, metavar="DAYS",
+                   help="half-life of the users' category affinity, within (0, 3650] days; 0 = the default (30)")
+    p.add_argument("--trending-half-life-days", type=float, default=None, metavar="DAYS",
+                   help="half-life of the items' trending weight and per-event-type counts, within (0, 3650] "
+                        "days; 0 = the default (7)")
     history = p.add_mutually_exclusive_group()
     history.add_argument("--history", action="store_true", help="list the config versions, newest first (no new key)")
     history.add_argument("--restore", type=int, default=0, metavar="N",

@@ -18,6 +18,7 @@ import time
 from dataclasses import asdict, dataclass, field, fields
 
 from kernels.layout import IMPRESSION_CAP, MATURITY_CODES
+from ops.features import AFFINITY_HALF_LIFE_DAYS, MAX_HALF_LIFE_DAYS, TRENDING_HALF_LIFE_DAYS, HalfLives
 
 TENANT_ID_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 DEFAULT_SURFACE = "*"
@@ -311,6 +312,16 @@ def _segment_rules_from_json(where: str, raw) -> dict[str, SegmentRules]:
     return out
 
 
+# ----------------------------------------------------------------- half-lives
+HALF_LIFE_FIELDS = ("affinity_half_life_days", "trending_half_life_days")
+
+
+def _check_half_life(name: str, value) -> None:
+    # NaN fails both comparisons, inf the upper bound
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not (0.0 < value <= MAX_HALF_LIFE_DAYS):
+        raise ConfigError(f"{name}: must be within (0, {MAX_HALF_LIFE_DAYS:g}] days, got {value!r}")
+
+
 @dataclass(frozen=True)
 class TenantConfig:
     tenant_id: str
@@ -327,6 +338,10 @@ class TenantConfig:
     linear_model_json: str = ""
     experiments: tuple[Experiment, ...] = ()
     segments: tuple[Segment, ...] = ()   # evaluated in order: a user's segment is the first match
+    # exponential time decay of the stored features (half_lives()); a change applies to the
+    # events applied after it, as stored decayed sums are not recomputed
+    affinity_half_life_days: float = AFFINITY_HALF_LIFE_DAYS   # user category affinity
+    trending_half_life_days: float = TRENDING_HALF_LIFE_DAYS   # item trending weight, per-type counts
     api_key_hashes: tuple[str, ...] = ()
     version: int = 0
     updated_at: float = 0.0
@@ -343,6 +358,7 @@ class TenantConfig:
             raise ConfigError("default_limit: must be within 1..max_limit")
         if not (1 <= self.latency_budget_ms <= 60_000):
             raise ConfigError("latency_budget_ms: must be within 1..60000")
+        self.half_lives()
         for name, rules in self.surfaces.items():
             if not name or len(name) > 64:
                 raise ConfigError("surfaces: surface names must be 1..64 characters")
@@ -364,6 +380,14 @@ class TenantConfig:
             except ValueError as exc:
                 raise ConfigError(f"linear_model_json: {exc}") from None
         return self
+
+    def half_lives(self) -> HalfLives:
+        """The half-lives the tenant's features decay with (ops.features.HalfLives). Raises
+        ConfigError naming the field for a value outside (0, MAX_HALF_LIFE_DAYS], which only
+        a config written around :meth:`validate` can hold."""
+        for name in HALF_LIFE_FIELDS:
+            _check_half_life(name, getattr(self, name))
+        return HalfLives(float(self.affinity_half_life_days), float(self.trending_half_life_days))
 
     def rules_for(self, surface: str) -> SurfaceRules:
         return self.surfaces.get(surface) or self.surfaces.get(DEFAULT_SURFACE) or SurfaceRules()
@@ -429,9 +453,11 @@ def history_key(tenant_id: str, version: int) -> bytes:
 
 
 def config_changes(older: dict, newer: dict) -> list[str]:
-    """Top-level fields that differ between two stored config JSONs ("api_keys" for the key hashes)."""
+    """Top-level fields that differ between two stored config JSONs ("api_keys" for the key
+    hashes). A field a JSON lacks (stored before the field existed) counts as its default."""
+    defaults = TenantConfig(tenant_id="").to_json()
     return [("api_keys" if k == "api_key_hashes" else k) for k in sorted(set(older) | set(newer))
-            if k not in ("version", "updated_at") and older.get(k) != newer.get(k)]
+            if k not in ("version", "updated_at") and older.get(k, defaults.get(k)) != newer.get(k, defaults.get(k))]
 
 
 class TenantRegistry:
@@ -448,6 +474,12 @@ class TenantRegistry:
     def get(self, txn, tenant_id: str) -> TenantConfig | None:
         raw = self.store.get_json(txn, "tenants", tenant_id.encode())
         return None if raw is None else TenantConfig.from_json(raw)
+
+    def half_lives(self, txn, tenant_id: str) -> HalfLives:
+        """The half-lives the tenant's config sets (the defaults for an unknown tenant), for
+        the offline builders. Raises ConfigError when the stored config does not load."""
+        config = self.get(txn, tenant_id)
+        return config.half_lives() if config is not None else HalfLives()
 
     def get_version(self, txn, tenant_id: str, version: int) -> TenantConfig | None:
         """The config as it was stored at ``version``; None when that version is unknown.

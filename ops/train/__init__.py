@@ -48,6 +48,7 @@ from server.models.onnx_build import model_sha256
 from server.models.registry import ModelRegistry, validate_model, write_content_addressed
 from server.runtime import DEFAULT_RECENCY_HALF_LIFE_DAYS
 from server.store import DataDir, LmdbStore, user_row_view
+from server.tenancy import TenantRegistry
 from server.store.lmdb_store import idx_key
 
 
@@ -133,6 +134,7 @@ def train_tenant(data_dir: str, tenant: str, seed: int = 0, progress: bool = Tru
                 raise ValueError(f"tenant {tenant!r} has no catalog; run funnel load first")
             catalog_gen = store.get_state(txn, tenant, "catalog_gen", 0)
             half_life = float(store.get_state(txn, tenant, "recency_half_life_days", DEFAULT_RECENCY_HALF_LIFE_DAYS))
+            half_lives = TenantRegistry(store).half_lives(txn, tenant)  # as funnel load used them
             catalog = catalog_from_store(store, txn, tenant, store.read_item_rows(txn, tenant, n_items))
         history = Interactions.load(data.interactions(tenant))
         if len(history) == 0:
@@ -140,13 +142,14 @@ def train_tenant(data_dir: str, tenant: str, seed: int = 0, progress: bool = Tru
         content = content_vectors(catalog.titles, catalog.categories, catalog.created_ts, CF_DIM, seed)
         lap("content")
         als = AlsParams(seed=seed)
-        evaluation = evaluate(catalog, history, content, half_life, seed, als, progress) if run_evaluation else None
+        evaluation = (evaluate(catalog, history, content, half_life, seed, als, progress, half_lives)
+                      if run_evaluation else None)
         lap("evaluate")
 
         user_factors, item_factors = train_als(history.user, history.item, history.weight,
                                                history.n_users, n_items, als, progress)
         lap("als")
-        rankers = train_rankers(catalog, history, content, half_life, seed, als, progress)
+        rankers = train_rankers(catalog, history, content, half_life, seed, als, progress, half_lives)
         lap("rankers")
 
         data.ensure(tenant)

@@ -30,6 +30,7 @@ import onnxruntime as ort
 
 from kernels.layout import ITEM_ACTIVE
 from ops.catalog import Catalog
+from ops.features import HalfLives
 from ops.interactions import Interactions
 from ops.train.als import AlsParams
 from ops.train.ranker import PRERANK_KEEP, build_funnel, train_rankers
@@ -95,12 +96,13 @@ def _top(scores: np.ndarray, k: int) -> np.ndarray:
 
 
 def evaluate(catalog: Catalog, history: Interactions, content: np.ndarray, half_life_days: float,
-             seed: int = 0, als: AlsParams = AlsParams(), progress: bool = False) -> Evaluation:
+             seed: int = 0, als: AlsParams = AlsParams(), progress: bool = False,
+             half_lives: HalfLives = HalfLives()) -> Evaluation:
     """Train every model on the training part of ``history`` and score it on the test window."""
     started = time.perf_counter()
     train, test = history.temporal_split(HOLDOUT_FRACTION)
-    funnel = build_funnel(catalog, train, int(train.ts.max()), content, half_life_days, als, progress)
-    rankers = train_rankers(catalog, train, content, half_life_days, seed, als, progress)
+    funnel = build_funnel(catalog, train, int(train.ts.max()), content, half_life_days, als, progress, half_lives)
+    rankers = train_rankers(catalog, train, content, half_life_days, seed, als, progress, half_lives)
     n_items = len(catalog)
 
     pairs = np.unique(test.user.astype(np.int64) * n_items + test.item)

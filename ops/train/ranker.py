@@ -3,7 +3,8 @@
 :class:`OfflineFunnel` is what serving would know after a history: item rows
 (ops.features.item_base_rows + ALS item embeddings), user values
 (ops.features.user_values_from_history + ALS user embeddings), the precomputed
-lists (ops.features.item_lists) and content vectors. Its candidates follow
+lists (ops.features.item_lists) and content vectors, decayed with the tenant's
+half-lives (ops.features.HalfLives) as ``funnel load`` and the ingest worker do. Its candidates follow
 server/pipeline/default.py: CF top 500 by dot product, content top 300 around
 the mean vector of the user's 5 most recent items, trending (33 per top-3
 affinity category + the tenant list, 200 in all, strength 1 -> 0.5 by rank),
@@ -51,7 +52,7 @@ from kernels.layout import (
     USER_WIDTH,
 )
 from ops.catalog import Catalog
-from ops.features import item_base_rows, item_lists, user_values_from_history
+from ops.features import HalfLives, item_base_rows, item_lists, user_values_from_history
 from ops.interactions import Interactions
 from ops.train.als import AlsParams, train_als
 from server.models.onnx_build import linear_model, mlp_model
@@ -192,21 +193,24 @@ class OfflineFunnel:
 
 
 def build_funnel(catalog: Catalog, history: Interactions, now_ts: int, content: np.ndarray,
-                 half_life_days: float, als: AlsParams = AlsParams(), progress: bool = False) -> OfflineFunnel:
-    """Everything serving would know after ``history`` (rows after ``now_ts`` ignored)."""
+                 half_life_days: float, als: AlsParams = AlsParams(), progress: bool = False,
+                 half_lives: HalfLives = HalfLives()) -> OfflineFunnel:
+    """Everything serving would know after ``history`` (rows after ``now_ts`` ignored).
+    ``half_life_days``: the item recency half-life; ``half_lives``: the tenant's feature decay."""
     history = history.subset(history.ts <= now_ts)
     rows = item_base_rows(catalog, history, now_ts)
     user_factors, item_factors = train_als(history.user, history.item, history.weight,
                                            history.n_users, len(catalog), als, progress)
     rows[:, ITEM_CF:ITEM_CF + CF_DIM] = item_factors
-    values = user_values_from_history(history, rows, now_ts)
+    values = user_values_from_history(history, rows, now_ts, half_lives.affinity_days)
     has_history = np.bincount(history.user, minlength=history.n_users) > 0
     for u in np.flatnonzero(has_history):
         row = np.frombuffer(values[u], dtype=np.float32, count=USER_WIDTH)
         row[USER_CF:USER_CF + CF_DIM] = user_factors[u]
         row[USER_HAS_CF] = 1.0
     return OfflineFunnel(history, now_ts, half_life_days, rows, values, user_factors, item_factors,
-                         item_lists(rows, history, now_ts), content)
+                         item_lists(rows, history, now_ts, half_lives.trending_days, half_lives.affinity_days),
+                         content)
 
 
 # ------------------------------------------------------------------ models
@@ -338,11 +342,13 @@ def _sample(labels: np.ndarray, negatives: int, rng) -> np.ndarray:
 
 
 def train_rankers(catalog: Catalog, history: Interactions, content: np.ndarray, half_life_days: float,
-                  seed: int = 0, als: AlsParams = AlsParams(), progress: bool = False) -> Rankers:
+                  seed: int = 0, als: AlsParams = AlsParams(), progress: bool = False,
+                  half_lives: HalfLives = HalfLives()) -> Rankers:
     """Learn the pre-ranker and the ranker from ``history`` alone (see the module docstring)."""
     started = time.perf_counter()
     prefix, window = history.temporal_split(LABEL_FRACTION)
-    funnel = build_funnel(catalog, prefix, int(prefix.ts.max()), content, half_life_days, als, progress)
+    funnel = build_funnel(catalog, prefix, int(prefix.ts.max()), content, half_life_days, als, progress,
+                          half_lives)
     n_items = len(catalog)
     # labels: window items the user had not seen in the prefix (seen items are never candidates)
     pairs = np.unique(window.user.astype(np.int64) * n_items + window.item)

@@ -9,8 +9,9 @@ everything else it applies. Serving does not read them directly: every
 * the item rows' ITEM_POPULARITY, ITEM_QUALITY and ITEM_SKIP_RATE, with the
   formulas of ``ops.features`` (one definition offline and online), rewriting
   only the rows whose value moved (chunk-local writes);
-* the lists "trending", "trending:<c>" (decayed weight as of the roll-up) and
-  "popular" (interaction count), each rewritten only when it changed,
+* the lists "trending", "trending:<c>" (weight decayed to the roll-up's time with
+  the tenant's trending half-life, server.events.half_lives) and "popular"
+  (interaction count), each rewritten only when it changed,
 
 in one write transaction per tenant. POPULARITY keeps the scale ``funnel load``
 set (``popularity_max_count``) so the model sees the feature it was trained on;
@@ -45,8 +46,6 @@ from kernels.layout import (
     STAT_WEIGHT_SUM,
 )
 from ops.features import (
-    DAY_SECONDS,
-    TRENDING_HALF_LIFE_DAYS,
     valid_category_ids,
     popular_list,
     popularity,
@@ -54,6 +53,7 @@ from ops.features import (
     skip_rate,
     trending_lists,
 )
+from server.events.half_lives import TenantHalfLives
 from server.store import LmdbStore
 from server.store.lmdb_store import idx_key, tkey
 
@@ -124,12 +124,13 @@ class ItemCounters:
 
 
 class RollUp:
-    """Writes the counters that changed into item rows and lists (module docstring)."""
+    """Writes the counters that changed into item rows and lists (module docstring).
+    ``half_lives``: the worker's (its Applier's), so a changed config is parsed once for both."""
 
     def __init__(self, store: LmdbStore, counters: ItemCounters, interval_s: float = 1.0,
-                 half_life_days: float = TRENDING_HALF_LIFE_DAYS, metrics=None):
+                 half_lives: TenantHalfLives | None = None, metrics=None):
         self.store, self.counters, self.interval_s = store, counters, interval_s
-        self.half_life_s = half_life_days * DAY_SECONDS
+        self.half_lives = half_lives or TenantHalfLives(store)
         self.metrics = metrics
         self.last = 0.0
         self.forced: set[str] = set()
@@ -180,8 +181,9 @@ class RollUp:
                 dirty = np.flatnonzero(count > 0)
             rows_written = self._rows(txn, tenant, dirty, count[dirty], weight_sum[dirty], skips[dirty],
                                       scale, prior)
+            _, trending_half_life_s = self.half_lives.seconds(txn, tenant)
             age = np.maximum(now_s - t_ref, 0.0)
-            trend = np.where(count > 0, counters.column(STAT_TREND, n) * np.exp2(-age / self.half_life_s), 0.0)
+            trend = np.where(count > 0, counters.column(STAT_TREND, n) * np.exp2(-age / trending_half_life_s), 0.0)
             lists = {"popular": popular_list(active, count), **trending_lists(active, cats, trend)}
             lists_written = 0
             for name, indices in lists.items():

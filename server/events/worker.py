@@ -22,7 +22,7 @@ Per event: an event of an erased user that the user's tombstone covers
 USER_CONSENT is not 1, skips it (counted; nothing of it is stored). Otherwise
 the item's counters (db ``item_stats``) take it (server.events.rollup:
 exact count, weight sum and skips, trending weight and per-type counts decayed
-with the trending half-life), and a :class:`server.events.rollup.RollUp`
+with the tenant's trending half-life), and a :class:`server.events.rollup.RollUp`
 every ``rollup_s`` turns the counters that changed into item rows and the
 trending/popular lists. Impressions stop there (no user row is created for
 them). For the other types (user value created with ``empty_user_value`` if
@@ -37,8 +37,15 @@ missing):
 * USER_AFFINITY is referenced at r = max(last active time, the tenant's
   ``now_ts``) -- offline rows are decayed to ``now_ts`` -- so an event at t > r
   first decays every category by 2**(-(t - r) / half_life) and adds its weight
-  to the item's category; an older event adds weight * 2**(-(r - t) / half_life);
+  to the item's category; an older event adds weight * 2**(-(r - t) / half_life),
+  half_life being the tenant's affinity half-life;
 * the item becomes the newest entry of the seen ring (moved there if present).
+
+Both half-lives come from the tenant config (``affinity_half_life_days``,
+``trending_half_life_days``; defaults 30 and 7 days), read once per batch per
+tenant through :class:`server.events.half_lives.TenantHalfLives`, which parses the
+config again only when it changed. A change applies to the events applied after
+it: the decayed sums already stored are not recomputed.
 
 The per-event arithmetic of the user row and the item counters is
 :mod:`kernels.ingest` (compiled; its NumPy reference under FUNNEL_PURE_PYTHON=1).
@@ -72,6 +79,7 @@ from ops.catalog import DWELL_FULL_SECONDS, EVENT_WEIGHTS
 from ops.features import AFFINITY_HALF_LIFE_DAYS, DAY_SECONDS, TRENDING_HALF_LIFE_DAYS
 from protos import funnel_pb2
 from server.events.erasure import ERASED_DB, tombstone
+from server.events.half_lives import TenantHalfLives
 from server.events.nats_server import EVENTS_MAX_AGE_DAYS, STREAM, SUBJECT_PREFIX, ensure_event_stream, tenant_of
 from server.events.rollup import ItemCounters, RollUp, update_item_stats
 from server.store import LmdbStore, empty_impressions, empty_user_value, push_impression
@@ -133,6 +141,9 @@ class _TenantItems:
     catalog_gen: int
     items: dict = field(default_factory=dict)  # item_id -> (index, category) | None
     stats: dict = field(default_factory=dict)  # index -> float64 counters as committed
+    # the tenant's half-lives in seconds, set from its config once per batch (Applier._items_of)
+    affinity_half_life_s: float = AFFINITY_HALF_LIFE_DAYS * DAY_SECONDS
+    trending_half_life_s: float = TRENDING_HALF_LIFE_DAYS * DAY_SECONDS
 
     MAX_ENTRIES = 1 << 18  # per dict; past it the dict starts over (memory stays bounded)
 
@@ -154,13 +165,12 @@ class _Batch:
 
 
 class Applier:
-    """The LMDB side of the worker: :meth:`apply` one batch of stream messages."""
+    """The LMDB side of the worker: :meth:`apply` one batch of stream messages, each event
+    with its tenant's half-lives (``half_lives``, shared with the RollUp)."""
 
-    def __init__(self, store: LmdbStore, half_life_days: float = AFFINITY_HALF_LIFE_DAYS,
-                 item_half_life_days: float = TRENDING_HALF_LIFE_DAYS):
+    def __init__(self, store: LmdbStore, half_lives: TenantHalfLives | None = None):
         self.store = store
-        self.half_life_s = half_life_days * DAY_SECONDS
-        self.item_half_life_s = item_half_life_days * DAY_SECONDS
+        self.half_lives = half_lives or TenantHalfLives(store)
         self.counters = ItemCounters(store)
         self._tenant_items: dict[str, _TenantItems] = {}
 
@@ -267,7 +277,7 @@ class Applier:
                 if counters is None:
                     counters = np.zeros(STAT_WIDTH, dtype=np.float64)
             b.item_stats[ikey] = counters
-        update_item_stats(counters, event.type, weight, t, self.item_half_life_s)
+        update_item_stats(counters, event.type, weight, t, items.trending_half_life_s)
         if impression:
             log_value = b.impressions.get(key)
             if log_value is None:
@@ -281,15 +291,17 @@ class Applier:
         clock = b.clocks.get(tenant)
         if clock is None:
             clock = b.clocks[tenant] = float(self.store.get_state(txn, tenant, "now_ts", 0) or 0)
-        apply_user_event(value, item[0], item[1], weight, t, clock, self.half_life_s)
+        apply_user_event(value, item[0], item[1], weight, t, clock, items.affinity_half_life_s)
         return "applied"
 
     def _items_of(self, txn, tenant: str, b: _Batch) -> _TenantItems:
-        """The tenant's cross-batch item cache, started over when its catalog_gen moved."""
+        """The tenant's cross-batch item cache, started over when its catalog_gen moved, with
+        the half-lives of the tenant's config as of this batch. Once per batch per tenant."""
         gen = int(self.store.get_state(txn, tenant, "catalog_gen", 0) or 0)
         items = self._tenant_items.get(tenant)
         if items is None or items.catalog_gen != gen:
             items = self._tenant_items[tenant] = _TenantItems(gen)
+        items.affinity_half_life_s, items.trending_half_life_s = self.half_lives.seconds(txn, tenant)
         b.tenant_items[tenant] = items
         return items
 
@@ -476,7 +488,8 @@ class IngestWorker:
         nc = None
         try:
             applier = Applier(store)
-            self.rollup = RollUp(store, applier.counters, self.rollup_s, metrics=self.metrics)
+            self.rollup = RollUp(store, applier.counters, self.rollup_s, half_lives=applier.half_lives,
+                                 metrics=self.metrics)
             self.rollup.start()  # whatever a crash left un-rolled-up, before anything else
             self._roll_up()
             nc = await self._connect(stop)

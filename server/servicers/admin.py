@@ -12,6 +12,7 @@ FAILED_PRECONDITION on a server without NATS."""
 from __future__ import annotations
 
 import asyncio
+import time
 
 import grpc
 import numpy as np
@@ -31,6 +32,7 @@ from server.events.erasure import EventsUnavailable, UserEraser, set_consent
 from server.servicers.common import RpcAbort, authenticate_admin, invalid, not_found, rpc
 from server.servicers.models import ModelAdmin
 from server.store import user_recent_items, user_row_view
+from server.store.sessions import active_session_items
 from server.servicers.config_mapping import (
     config_versions,
     experiments_from_proto,
@@ -53,6 +55,8 @@ def tenant_to_proto(config: TenantConfig) -> funnel_pb2.Tenant:
         max_limit=config.max_limit, latency_budget_ms=config.latency_budget_ms,
         blocked_item_ids=config.blocked_item_ids, blocked_categories=config.blocked_categories,
         boosted_item_ids=config.boosted_item_ids, linear_model_json=config.linear_model_json,
+        affinity_half_life_days=config.affinity_half_life_days,
+        trending_half_life_days=config.trending_half_life_days,
         version=config.version, api_key_count=len(config.api_key_hashes))
     for name, rules in config.surfaces.items():
         msg.surfaces[name].CopyFrom(funnel_pb2.SurfaceRules(
@@ -90,6 +94,9 @@ def tenant_from_proto(msg: funnel_pb2.Tenant, current: TenantConfig | None) -> T
         boosted_item_ids=tuple(msg.boosted_item_ids), surfaces=surfaces or defaults.surfaces,
         linear_model_json=msg.linear_model_json, experiments=experiments_from_proto(msg.experiments),
         segments=segments_from_proto(msg.segments),
+        # proto3 0 = the default; NaN, inf and negatives stay, for validate() to reject
+        affinity_half_life_days=msg.affinity_half_life_days or defaults.affinity_half_life_days,
+        trending_half_life_days=msg.trending_half_life_days or defaults.trending_half_life_days,
         api_key_hashes=hashes)
 
 
@@ -270,16 +277,23 @@ class AdminServicer(ModelAdmin, funnel_pb2_grpc.AdminServicer):  # model RPCs: s
             categories = snap.state(tenant_id, "categories", []) or []
             affinity = row[USER_AFFINITY:USER_AFFINITY + MAX_CATEGORIES]
             top = [int(c) for c in np.argsort(-affinity, kind="stable")[:5] if affinity[c] > 0]
-            recent = []
-            for index in user_recent_items(value, 20)[::-1]:
-                meta = snap.item_meta(tenant_id, int(index))
-                if meta:
-                    recent.append(meta["id"])
+            recent = self._item_ids(snap, tenant_id, user_recent_items(value, 20)[::-1])
+            session = self._item_ids(snap, tenant_id, active_session_items(snap.session(tenant_id, user_id),
+                                                                            time.time()))
             return funnel_pb2.UserSignals(
                 user_id=user_id, known=True, activity=float(row[USER_ACTIVITY]),
                 skip_rate=float(row[USER_SKIP_RATE]), last_active_day=int(row[USER_LAST_ACTIVE_DAYS]),
                 personalization_consent=bool(row[USER_CONSENT] == 1.0), has_embedding=bool(row[USER_HAS_CF] == 1.0),
                 top_categories=[funnel_pb2.CategoryAffinity(category=categories[c] if c < len(categories) else str(c),
                                                             weight=float(affinity[c])) for c in top],
-                recent_item_ids=recent)
+                recent_item_ids=recent, session_item_ids=session)
+
+    @staticmethod
+    def _item_ids(snap, tenant_id: str, indices) -> list[str]:
+        ids = []
+        for index in indices:
+            meta = snap.item_meta(tenant_id, int(index))
+            if meta:
+                ids.append(meta["id"])
+        return ids
 

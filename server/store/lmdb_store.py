@@ -53,7 +53,7 @@ from kernels.layout import (
 
 SEP = b"\x00"
 DB_NAMES = ("meta", "tenants", "catalog", "item_meta", "item_rows", "users", "lists", "state", "outbox", "progress",
-            "item_stats", "erased", "impressions", "models", "config_history")
+            "item_stats", "erased", "impressions", "models", "config_history", "sessions")
 USER_VALUE_BYTES = USER_WIDTH * 4 + 8 + SEEN_CAP * 4
 IMPRESSIONS_BYTES = 8 + IMPRESSION_CAP * 8  # int32 head, int32 count, int32 items[CAP], uint32 seconds[CAP]
 
@@ -333,7 +333,12 @@ class LmdbStore:
         return txn.delete(tkey(tenant, user_id), db=self.db["impressions"])
 
     def delete_user(self, txn, tenant: str, user_id: str) -> bool:
-        return txn.delete(tkey(tenant, user_id), db=self.db["users"])
+        """Deletes the user's row and current session (server.store.sessions); True if either existed."""
+        had_row = txn.delete(tkey(tenant, user_id), db=self.db["users"])
+        return self.delete_session(txn, tenant, user_id) or had_row
+
+    def delete_session(self, txn, tenant: str, user_id: str) -> bool:
+        return txn.delete(tkey(tenant, user_id), db=self.db["sessions"])
 
     def iter_users(self, txn, tenant: str) -> Iterator[tuple[str, bytes]]:
         for key, value in self.iter_tenant(txn, "users", tenant):
@@ -397,6 +402,12 @@ class StoreSnapshot:
     def impressions(self, tenant: str, user_id: str):
         """Zero-copy impression log of a user (see :func:`impressions_since`), None without one."""
         return self.txn.get(tkey(tenant, user_id), db=self.store.db["impressions"])
+
+    def session(self, tenant: str, user_id: str):
+        """Zero-copy current session of a user (server.store.sessions), None without one
+        (or on a read-only store opened before the db existed)."""
+        db = self.store.db.get("sessions")
+        return None if db is None else self.txn.get(tkey(tenant, user_id), db=db)
 
     def item_list(self, tenant: str, name: str) -> np.ndarray:
         raw = self.txn.get(tkey(tenant, name), db=self.store.db["lists"])

@@ -190,7 +190,7 @@ def test_invalid_tenant_config_is_rejected_and_old_one_keeps_serving(server_on_c
     stub, amd = admin(server, admin_key)
     tenant = stub.GetTenant(funnel_pb2.GetTenantRequest(tenant_id="demo"), metadata=amd)
     for field, value in (("maturity_policy", "XXX"), ("linear_model_json", '{"no_such_feature": 1}'),
-                         ("default_limit", 500)):
+                         ("default_limit", 500), ("trending_half_life_days", float("inf"))):
         bad = funnel_pb2.Tenant()
         bad.CopyFrom(tenant)
         setattr(bad, field, value)

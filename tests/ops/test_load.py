@@ -401,3 +401,48 @@ def test_campaigns_get_stable_ids_lists_and_meta_across_reloads(tmp_path):
             assert snap.item_meta("t", idx["b"])["campaign"] == "z"
     finally:
         store.close()
+
+
+def test_load_decays_with_the_tenants_half_lives_when_it_has_a_config(tmp_path):
+    """"t1" is configured with affinity 1 day and trending 0.5 days before its load; "t2" has
+    no config (the defaults, 30 and 7). Same history: a is liked and purchased two days
+    before now, b viewed now (both Drama)."""
+    from kernels.layout import STAT_TREND, USER_AFFINITY
+    from ops.catalog import EVENT_WEIGHTS as W
+    from ops.features import HalfLives
+    from server.tenancy import TenantConfig, TenantRegistry
+
+    now, day = 1_700_000_000, 86400
+    src = canonical_dir(tmp_path / "src", [{"item_id": "a", "categories": ["Drama"]},
+                                           {"item_id": "b", "categories": ["Drama"]}],
+                        [("u1", "a", "like", (now - 2 * day) * 1000), ("u2", "a", "purchase", (now - 2 * day) * 1000),
+                         ("u1", "b", "view", now * 1000)])
+    data_dir = str(tmp_path / "data")
+    store = LmdbStore.open(data_dir)
+    try:
+        TenantRegistry(store).put(TenantConfig(tenant_id="t1", affinity_half_life_days=1.0,
+                                               trending_half_life_days=0.5))
+    finally:
+        store.close()
+    configured = load_dataset(data_dir, "t1", src, progress=False)
+    default = load_dataset(data_dir, "t2", src, progress=False)
+    assert configured.half_lives == HalfLives(1.0, 0.5) and default.half_lives == HalfLives(30.0, 7.0)
+    assert "half-lives: affinity 1d, trending 0.5d" in configured.summary().splitlines()[0]
+
+    a_trend = W["like"] + W["purchase"]  # at now - 2 days
+    store = LmdbStore.open(data_dir)
+    try:
+        with store.snapshot() as snap:
+            for tenant, hl in (("t1", HalfLives(1.0, 0.5)), ("t2", HalfLives())):
+                drama = 0  # the first category seen
+                got = user_row_view(snap.user(tenant, "u1"))[USER_AFFINITY + drama]
+                assert got == pytest.approx(W["like"] * 2 ** (-2 / hl.affinity_days) + W["view"], rel=1e-6), tenant
+                a, b = snap.item_index(tenant, "a"), snap.item_index(tenant, "b")
+                with store.env.begin() as txn:
+                    stats = store.get_item_stats(txn, tenant, a)
+                assert stats[STAT_TREND] == pytest.approx(a_trend * 2 ** (-2 / hl.trending_days), rel=1e-6), tenant
+            # a leads trending with 7 days (1.9 * 2**(-2/7) = 1.56 > 0.5), b with half a day (0.12 < 0.5)
+            assert snap.item_list("t1", "trending").tolist() == [b, a]
+            assert snap.item_list("t2", "trending").tolist() == [a, b]
+    finally:
+        store.close()
