@@ -8,7 +8,7 @@ survives anywhere this node can reach:
    (:mod:`server.decisions.stream`; a response served while the erasure runs may still
    be logged after it), then read the stream's last sequence. NATS unreachable: nothing
    is changed and :class:`EventsUnavailable` says so (the caller retries);
-2. ONE LMDB write transaction: delete the user row, delete the user's events from
+2. ONE LMDB write transaction: delete the user row and session, delete the user's events from
    this node's outbox, write the user's tombstone;
 3. the ingest worker asks :func:`erased_event` before applying an event and skips
    (counts ``erased``) every event the tombstone covers.
@@ -191,6 +191,7 @@ def set_consent(store, tenant: str, user_id: str, personalized: bool, now_ms: in
             value = empty_user_value()
             user_row_view(value)[USER_CONSENT] = 0.0
             store.delete_impressions(txn, tenant, user_id)  # frequency-cap history is theirs too
+            store.delete_session(txn, tenant, user_id)
         store.put_user(txn, tenant, user_id, value)
         previous = tombstone(txn, store, tenant, user_id)
         _put_tombstone(txn, store, tenant, user_id, previous.seq if previous else 0,

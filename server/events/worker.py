@@ -39,7 +39,9 @@ missing):
   first decays every category by 2**(-(t - r) / half_life) and adds its weight
   to the item's category; an older event adds weight * 2**(-(r - t) / half_life),
   half_life being the tenant's affinity half-life;
-* the item becomes the newest entry of the seen ring (moved there if present).
+* the item becomes the newest entry of the seen ring (moved there if present);
+* an engaged event (weight >= SKIP_BELOW) with a ``session_id`` joins the user's
+  current session (db ``sessions``, rules in :mod:`server.store.sessions`).
 
 Both half-lives come from the tenant config (``affinity_half_life_days``,
 ``trending_half_life_days``; defaults 30 and 7 days), read once per batch per
@@ -76,7 +78,7 @@ from kernels.layout import (
     USER_CONSENT,
 )
 from ops.catalog import DWELL_FULL_SECONDS, EVENT_WEIGHTS
-from ops.features import AFFINITY_HALF_LIFE_DAYS, DAY_SECONDS, TRENDING_HALF_LIFE_DAYS
+from ops.features import AFFINITY_HALF_LIFE_DAYS, DAY_SECONDS, SKIP_BELOW, TRENDING_HALF_LIFE_DAYS
 from protos import funnel_pb2
 from server.events.erasure import ERASED_DB, tombstone
 from server.events.half_lives import TenantHalfLives
@@ -84,6 +86,7 @@ from server.events.nats_server import EVENTS_MAX_AGE_DAYS, STREAM, SUBJECT_PREFI
 from server.events.rollup import ItemCounters, RollUp, update_item_stats
 from server.store import LmdbStore, empty_impressions, empty_user_value, push_impression
 from server.store.lmdb_store import idx_key, tkey
+from server.store.sessions import add_session_item, session_hash
 
 log = logging.getLogger("funnel.ingest")
 
@@ -154,6 +157,7 @@ class _Batch:
 
     users: dict = field(default_factory=dict)        # (tenant, user_id) -> user value to write
     impressions: dict = field(default_factory=dict)  # (tenant, user_id) -> impression log
+    sessions: dict = field(default_factory=dict)     # (tenant, user_id) -> session value (server.store.sessions)
     item_stats: dict = field(default_factory=dict)   # (tenant, index) -> float64 counters
     tenant_items: dict = field(default_factory=dict)  # tenant -> _TenantItems, checked this batch
     chunks: dict = field(default_factory=dict)       # (tenant, chunk) -> rows | None
@@ -215,6 +219,9 @@ class Applier:
                 sorted((tkey(tenant, user_id), value) for (tenant, user_id), value in b.users.items()))
             txn.cursor(db=store.db["impressions"]).putmulti(
                 sorted((tkey(tenant, user_id), value) for (tenant, user_id), value in b.impressions.items()))
+            if b.sessions:
+                txn.cursor(db=store.db["sessions"]).putmulti(
+                    sorted((tkey(tenant, user_id), value) for (tenant, user_id), value in b.sessions.items()))
             txn.cursor(db=store.db["item_stats"]).putmulti(
                 sorted((idx_key(tenant, index), counters.tobytes())
                        for (tenant, index), counters in b.item_stats.items()))
@@ -292,7 +299,18 @@ class Applier:
         if clock is None:
             clock = b.clocks[tenant] = float(self.store.get_state(txn, tenant, "now_ts", 0) or 0)
         apply_user_event(value, item[0], item[1], weight, t, clock, items.affinity_half_life_s)
+        if event.session_id and weight >= SKIP_BELOW:
+            self._session_event(txn, key, event.session_id, t, item[0], b)
         return "applied"
+
+    def _session_event(self, txn, key, session_id: str, t: float, index: int, b: _Batch) -> None:
+        """An engaged event of ``session_id`` joins (or starts) the user's current session."""
+        current = b.sessions.get(key)
+        if current is None:
+            current = txn.get(tkey(*key), db=self.store.db["sessions"])
+        changed = add_session_item(current, session_hash(session_id), t, index)
+        if changed is not None:
+            b.sessions[key] = changed
 
     def _items_of(self, txn, tenant: str, b: _Batch) -> _TenantItems:
         """The tenant's cross-batch item cache, started over when its catalog_gen moved, with

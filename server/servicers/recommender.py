@@ -21,6 +21,7 @@ from server.pipeline.funnel import LEVEL_CACHED
 from server.pipeline.rerankers.reasons import render
 from server.pipeline.state import RequestState, request_state, source_names
 from server.servicers.common import RpcAbort, authenticate_tenant, invalid, not_found, rpc
+from server.store.sessions import active_session_items, session_hash
 
 MAX_ID_LEN = 256
 MAX_LIST_IDS = 1000
@@ -55,6 +56,7 @@ class RecommenderServicer(funnel_pb2_grpc.RecommenderServicer):
             invalid(context, f"exclude_item_ids: more than {MAX_LIST_IDS} ids")
         if len(request.context.session_item_ids) > MAX_LIST_IDS:
             invalid(context, f"context.session_item_ids: more than {MAX_LIST_IDS} ids")
+        _check_id(context, "context.session_id", request.context.session_id, required=False)
         with self.app.store.snapshot() as snap:
             tenant = authenticate_tenant(self.app, snap, context)
             response = self.feed_response(request, tenant, snap, context, started)
@@ -82,7 +84,10 @@ class RecommenderServicer(funnel_pb2_grpc.RecommenderServicer):
         FeedResponse that GetFeed, batch plans (server.batch_plans) and replay use."""
         state = self._state(request.user_id, request.surface, request.limit, tenant, snap, context)
         state.explain = request.explain
-        state.session_idx = self._resolve(snap, tenant, request.context.session_item_ids)
+        if request.context.session_item_ids:
+            state.session_idx = self._resolve(snap, tenant, request.context.session_item_ids)
+        else:
+            state.session_idx = self._stored_session(request, tenant, snap)
         state.exclude_idx = self._resolve(snap, tenant, request.exclude_item_ids)
         return self._respond(method, request.cursor, state, snap, context, started)
 
@@ -105,6 +110,21 @@ class RecommenderServicer(funnel_pb2_grpc.RecommenderServicer):
         if remaining is not None:
             budget_s = min(budget_s, max(remaining - 0.0005, 0.0))  # leave room to send the reply
         return request_state(snap, tenant, user_id, surface, limit, budget_s, self.app.kill_switch)
+
+    def _stored_session(self, request, tenant, snap) -> np.ndarray:
+        """The user's current session as the ingest worker keeps it (server.store.sessions),
+        when active (and, if the request names a session_id, when it is that one). Its item
+        ids are written into ``request.context.session_item_ids``, so the decision log keeps
+        what was used and a replay re-runs with the same seeds."""
+        stored = snap.session(tenant.tenant_id, request.user_id)
+        if stored is None:
+            return np.empty(0, dtype=np.int64)
+        sid = request.context.session_id
+        items = active_session_items(stored, time.time(), session_hash(sid) if sid else None)
+        if items.size:
+            request.context.session_item_ids.extend(
+                self.app.item_meta(snap, tenant.tenant_id, int(i)).get("id", "") for i in items)
+        return items.astype(np.int64)
 
     @staticmethod
     def _resolve(snap, tenant, item_ids) -> np.ndarray:
