@@ -246,13 +246,41 @@ def cmd_feed(args) -> int:
             print(f"error: {exc.code().name}: {exc.details()}", file=sys.stderr)
             return 1
         took = (time.perf_counter() - t0) * 1000
-    print(f"mode={funnel_pb2.Mode.Name(resp.mode)} level={resp.degradation_level} model={resp.model_version or '-'} "
-          f"retrieved={resp.candidates_retrieved} scored={resp.candidates_scored} "
+    print(f"request={resp.request_id} mode={funnel_pb2.Mode.Name(resp.mode)} level={resp.degradation_level} "
+          f"model={resp.model_version or '-'} retrieved={resp.candidates_retrieved} scored={resp.candidates_scored} "
           f"server={resp.server_time_us}us round-trip={took:.1f}ms")
     for item in resp.items:
-        print(f"{item.position:3d}. {item.title[:48]:48s} {item.category:12s} {item.maturity_rating:5s} "
-              f"{item.score:8.4f}  {item.reason}  [{','.join(item.sources)}]{' SPONSORED' if item.is_sponsored else ''}")
+        print(f"{item.position:3d}. {item.item_id:>10s}  {item.title[:44]:44s} {item.category:12s} "
+              f"{item.maturity_rating:5s} {item.score:8.4f}  {item.reason}  [{','.join(item.sources)}]"
+              f"{' SPONSORED' if item.is_sponsored else ''}")
     return 0
+
+
+EVENT_TYPES = ("impression", "view", "click", "like", "skip", "share", "purchase", "dwell")
+
+
+def cmd_event(args) -> int:
+    """Sends one event through Events.Ingest and prints the per-batch answer."""
+    import grpc
+
+    from protos import funnel_pb2, funnel_pb2_grpc
+
+    event = funnel_pb2.Event(
+        event_id=args.event_id, user_id=args.user, item_id=args.item, type=funnel_pb2.EventType.Value(args.type.upper()),
+        timestamp_ms=args.timestamp_ms or int(time.time() * 1000), watch_time_ms=args.watch_time_ms,
+        request_id=args.request_id, position=args.position, surface=args.surface, session_id=args.session)
+    with grpc.insecure_channel(args.target) as channel:
+        md = (("x-tenant-id", args.tenant), ("x-api-key", args.key))
+        try:
+            resp = funnel_pb2_grpc.EventsStub(channel).Ingest(funnel_pb2.IngestRequest(events=[event]), metadata=md,
+                                                              timeout=10)
+        except grpc.RpcError as exc:
+            print(f"error: {exc.code().name}: {exc.details()}", file=sys.stderr)
+            return 1
+    print(f"accepted={resp.accepted} spooled={resp.spooled} duplicates={resp.duplicates} rejected={len(resp.rejected)}")
+    for rejected in resp.rejected:
+        print(f"  rejected: {rejected.reason}")
+    return 0 if not resp.rejected else 1
 
 
 def cmd_replay(args) -> int:
@@ -440,6 +468,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--related", default="", help="item id: call GetRelated instead")
     p.add_argument("--explain", action="store_true")
     p.set_defaults(fn=cmd_feed)
+
+    p = sub.add_parser("event", help="send one event through Events.Ingest and print the answer",
+                       description="Sends one event (Events.Ingest). The ingest worker applies it within about a "
+                                   "second: a click or view drops the item from the user's next feed (seen "
+                                   "filter) and moves their category affinity. Exit status 1 if it was rejected.")
+    p.add_argument("--target", default="127.0.0.1:50051")
+    p.add_argument("--tenant", required=True)
+    p.add_argument("--key", required=True)
+    p.add_argument("--user", required=True)
+    p.add_argument("--item", required=True, help="a catalog item id (`funnel feed` prints them)")
+    p.add_argument("--type", default="click", choices=EVENT_TYPES)
+    p.add_argument("--timestamp-ms", type=int, default=0, help="when it happened, unix ms (default now)")
+    p.add_argument("--watch-time-ms", type=int, default=0)
+    p.add_argument("--session", default="", help="session id: engaged events build the user's current session")
+    p.add_argument("--request-id", default="", help="FeedResponse.request_id the item came from")
+    p.add_argument("--position", type=int, default=0, help="its position in that response")
+    p.add_argument("--surface", default="")
+    p.add_argument("--event-id", default="", help="dedupe key (default: derived from the fields)")
+    p.set_defaults(fn=cmd_event)
 
     p = sub.add_parser("replay", help="re-run a logged GetFeed/GetRelated decision and diff it against what was served",
                        description="Finds REQUEST_ID in the JetStream decision log (FUNNEL_DECISIONS; a linear scan, "
