@@ -3,6 +3,7 @@ No ranking logic here."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import uuid
 
@@ -149,12 +150,16 @@ class RecommenderServicer(funnel_pb2_grpc.RecommenderServicer):
                     invalid(context, "cursor: issued before the user's data was erased or their consent changed; "
                                      "request the first page again")
             page, rest = self._page_from_tail(state, tail)
-            level, model_version, personalized, canary = tail.level, "", tail.level <= LEVEL_CACHED, False
+            level, model_version, personalized, canary = (tail.level, tail.model_version,
+                                                          tail.level <= LEVEL_CACHED, tail.canary)
+            if tail.labelled:  # the ranking's own experiment and variant, as page 1 reported them
+                state.experiment, state.variant = tail.experiment, tail.variant
         else:
             result = self.app.funnel.run(state)
             ranking = result.ranking
             tail = RankingTail(0, result.level, ranking.items.astype(np.int32), ranking.scores, ranking.reasons,
-                               ranking.sources, ranking.sponsored)
+                               ranking.sources, ranking.sponsored, experiment=state.experiment,
+                               variant=state.variant, model_version=result.model_version, canary=result.canary)
             page, rest = self._split(tail, state.limit)
             level, model_version, personalized = result.level, result.model_version, result.personalized
             canary = result.canary
@@ -193,8 +198,9 @@ class RecommenderServicer(funnel_pb2_grpc.RecommenderServicer):
     @staticmethod
     def _split(tail: RankingTail, limit: int) -> tuple[RankingTail, RankingTail]:
         def part(sl, position):
-            return RankingTail(position, tail.level, tail.items[sl], tail.scores[sl], tail.reasons[sl],
-                               tail.sources[sl], tail.sponsored[sl])
+            return dataclasses.replace(tail, position=position, items=tail.items[sl], scores=tail.scores[sl],
+                                       reasons=tail.reasons[sl], sources=tail.sources[sl],
+                                       sponsored=tail.sponsored[sl])
 
         return part(slice(0, limit), tail.position), part(slice(limit, None), tail.position + limit)
 
@@ -204,6 +210,6 @@ class RecommenderServicer(funnel_pb2_grpc.RecommenderServicer):
         outcome = self.app.funnel.filter_plan(state).apply(tail.items.astype(np.int64), state)
         count_removals(outcome, state.filtered)
         m = outcome.mask
-        kept = RankingTail(tail.position, tail.level, tail.items[m], tail.scores[m], tail.reasons[m],
-                           tail.sources[m], tail.sponsored[m])
+        kept = dataclasses.replace(tail, items=tail.items[m], scores=tail.scores[m], reasons=tail.reasons[m],
+                                   sources=tail.sources[m], sponsored=tail.sponsored[m])
         return self._split(kept, state.limit)

@@ -127,10 +127,17 @@ def test_running_experiment_assigns_variants_and_overrides_rules(server_on_copy)
     assert (anonymous.experiment, anonymous.variant) == ("", "")
 
     # stopping the experiment gives the same user the surface's own rules again
+    page_1 = feed(treated, "home")
+    assert page_1.next_cursor
     stopped = upsert(server, admin_key, experiments=[diversity_experiment(funnel_pb2.EXPERIMENT_STOPPED)])
     resp = feed(treated, "home")
     assert (resp.experiment, resp.config_version) == ("", stopped.version)
     assert max_per_category(resp) > 1
+    # ... while the rest of a ranking paged from before the stop still reports its own variant
+    page_2 = stub.GetFeed(funnel_pb2.FeedRequest(user_id=treated, surface="home", limit=10,
+                                                 cursor=page_1.next_cursor), metadata=md(api_key), timeout=10)
+    assert page_2.items and (page_2.experiment, page_2.variant) == ("div", "tight")
+    assert page_2.request_id.endswith(".div.tight") and page_2.model_version == page_1.model_version
 
 
 def test_invalid_experiment_is_rejected_naming_the_field(server_on_copy):

@@ -23,7 +23,8 @@ def test_empty_tail_gives_no_cursor():
 
 
 @pytest.mark.parametrize("mutate, message", [
-    (lambda c: c[:-2] + ("AB" if not c.endswith("AB") else "CD"), "signature"),
+    (lambda c: c[:-6] + ("AB" if c[-6:-4] != "AB" else "CD") + c[-4:], "signature"),  # a body byte
+    (lambda c: c[:30] + ("x" if c[30] != "x" else "y") + c[31:], "signature"),
     (lambda c: "garbage", "not a cursor"),
     (lambda c: "", "not a cursor"),
 ])
@@ -62,3 +63,30 @@ def test_issue_time_is_kept_to_the_millisecond_and_version_1_cursors_still_decod
     np.testing.assert_array_equal(back.items, t.items)
     with pytest.raises(CursorError, match="expired"):
         codec.decode(b"s", v1, now=1061)
+
+
+def test_version_3_carries_what_page_1_reported_and_older_cursors_still_decode():
+    import dataclasses
+    import struct
+
+    codec = CursorCodec(b"k" * 32)
+    labelled = dataclasses.replace(tail(), experiment="ranker-test", variant="treatment", model_version="ab" * 32,
+                                   canary=True)
+    back = codec.decode(b"scope", codec.encode(b"scope", labelled))
+    assert (back.experiment, back.variant, back.model_version, back.canary, back.labelled) == (
+        "ranker-test", "treatment", "ab" * 32, True, True)
+    np.testing.assert_array_equal(back.items, labelled.items)
+    # a version 2 cursor (no labels) as the previous release wrote it
+    import base64
+    import time
+
+    t = tail()
+    body = struct.pack("<BBQIH", 2, t.level, int(time.time() * 1000), t.position, 5) + b"".join((
+        t.items.astype("<i4").tobytes(), t.scores.astype("<f4").tobytes(), t.reasons.astype(np.uint8).tobytes(),
+        (t.sources.astype(np.uint8) | (t.sponsored.astype(np.uint8) << 7)).tobytes()))
+    v2 = base64.urlsafe_b64encode(codec._mac(b"scope", body) + body).decode().rstrip("=")
+    old = codec.decode(b"scope", v2)
+    assert not old.labelled and old.experiment == "" and old.position == t.position
+    np.testing.assert_array_equal(old.items, t.items)
+    with pytest.raises(ValueError, match="255"):
+        codec.encode(b"scope", dataclasses.replace(t, variant="v" * 256))
