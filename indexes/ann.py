@@ -84,3 +84,52 @@ def publish_index(store, txn, tenant: str, name: str, path: str, version: str, n
     }
     store.set_state(txn, tenant, f"index:{name}", pointer)
     return pointer
+
+
+INDEX_METRICS = {"cf": "ip", "content": "cos"}  # the metric each kind of tenant index uses
+
+
+def publish_index_file(store, data_dir: str, tenant: str, kind: str, source: str) -> dict:
+    """Copies the USearch file ``source`` in under a new versioned name and points
+    ``index:<kind>`` at it, in one LMDB transaction of ``store`` (the data dir's). Raises
+    ValueError, leaving the current index in place, when the file's dimensions or metric
+    do not match the tenant's vectors or its keys are not item indices of the tenant."""
+    import shutil
+    from datetime import datetime, timezone
+
+    from kernels.layout import CF_DIM
+    from server.store import DataDir
+
+    expected_metric = INDEX_METRICS.get(kind)
+    if expected_metric is None:
+        raise ValueError(f"kind: {kind!r} is not one of {', '.join(INDEX_METRICS)}")
+    try:
+        meta = Index.metadata(source)
+    except (ValueError, RuntimeError) as exc:  # e.g. "Not a dense USearch index!"
+        raise ValueError(f"the file is not a USearch index ({exc})") from None
+    if meta is None:
+        raise ValueError("the file is not a USearch index")
+    if int(meta["dimensions"]) != CF_DIM:
+        raise ValueError(f"the file holds {meta['dimensions']}-d vectors; the tenant's {kind} vectors are {CF_DIM}-d")
+    metric = str(meta["kind_metric"].name).lower()
+    if metric != expected_metric:
+        raise ValueError(f"the file uses the {metric} metric; the {kind} index must use {expected_metric}")
+    with store.snapshot() as snap:
+        n_items = int(store.get_state(snap.txn, tenant, "n_items", 0))
+    if n_items == 0:
+        raise ValueError(f"tenant {tenant!r} has no catalog")
+    view = Index.restore(source, view=True)
+    keys = np.asarray(view.keys, dtype=np.int64) if len(view) else np.empty(0, dtype=np.int64)
+    if keys.size and int(keys.max()) >= n_items:
+        raise ValueError(f"the file has key {int(keys.max())}, outside the tenant's {n_items} items")
+    del view
+    version = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ") + "-published"
+    data = DataDir(data_dir)
+    data.ensure(tenant)
+    target = data.index(tenant, kind, version)
+    tmp = f"{target}.tmp-{os.getpid()}"
+    shutil.copyfile(source, tmp)
+    os.link(tmp, target)  # never replaces an existing file
+    os.unlink(tmp)
+    with store.write() as txn:
+        return publish_index(store, txn, tenant, kind, target, version, CF_DIM, expected_metric)

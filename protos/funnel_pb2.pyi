@@ -639,6 +639,30 @@ class ModelChunk(_message.Message):
     data: bytes
     def __init__(self, tenant_id: _Optional[str] = ..., kind: _Optional[str] = ..., features: _Optional[_Iterable[str]] = ..., uploaded_by: _Optional[str] = ..., metrics_json: _Optional[str] = ..., data: _Optional[bytes] = ...) -> None: ...
 
+class IndexChunk(_message.Message):
+    __slots__ = ("tenant_id", "kind", "data")
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    tenant_id: str
+    kind: str
+    data: bytes
+    def __init__(self, tenant_id: _Optional[str] = ..., kind: _Optional[str] = ..., data: _Optional[bytes] = ...) -> None: ...
+
+class IndexInfo(_message.Message):
+    __slots__ = ("tenant_id", "kind", "version", "count", "metric")
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    METRIC_FIELD_NUMBER: _ClassVar[int]
+    tenant_id: str
+    kind: str
+    version: str
+    count: int
+    metric: str
+    def __init__(self, tenant_id: _Optional[str] = ..., kind: _Optional[str] = ..., version: _Optional[str] = ..., count: _Optional[int] = ..., metric: _Optional[str] = ...) -> None: ...
+
 class ModelInfo(_message.Message):
     __slots__ = ("tenant_id", "version", "kind", "features", "uploaded_by", "uploaded_at_s", "metrics_json", "size_bytes", "created")
     TENANT_ID_FIELD_NUMBER: _ClassVar[int]

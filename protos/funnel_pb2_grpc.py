@@ -320,6 +320,11 @@ class AdminStub:
                 request_serializer=protos_dot_funnel__pb2.GetTenantRequest.SerializeToString,
                 response_deserializer=protos_dot_funnel__pb2.DeploymentList.FromString,
                 _registered_method=True)
+        self.PublishIndex = channel.stream_unary(
+                '/funnel.v1.Admin/PublishIndex',
+                request_serializer=protos_dot_funnel__pb2.IndexChunk.SerializeToString,
+                response_deserializer=protos_dot_funnel__pb2.IndexInfo.FromString,
+                _registered_method=True)
 
 
 class AdminServicer:
@@ -466,6 +471,18 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PublishIndex(self, request_iterator, context):
+        """Swaps in a rebuilt ANN index (USearch file, streamed in chunks, at most 16 GiB;
+        RESOURCE_EXHAUSTED above), like `funnel index publish`: checked first (a USearch
+        file, the tenant's vector dimensions, the kind's metric -- ip for cf, cos for
+        content -- and keys that are item indices of the tenant; INVALID_ARGUMENT with the
+        reason, the current index keeps serving), then stored under a new version and
+        pointed at in one LMDB transaction; every serving process switches within a second.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -558,6 +575,11 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.ListDeployments,
                     request_deserializer=protos_dot_funnel__pb2.GetTenantRequest.FromString,
                     response_serializer=protos_dot_funnel__pb2.DeploymentList.SerializeToString,
+            ),
+            'PublishIndex': grpc.stream_unary_rpc_method_handler(
+                    servicer.PublishIndex,
+                    request_deserializer=protos_dot_funnel__pb2.IndexChunk.FromString,
+                    response_serializer=protos_dot_funnel__pb2.IndexInfo.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1046,6 +1068,33 @@ class Admin:
             '/funnel.v1.Admin/ListDeployments',
             protos_dot_funnel__pb2.GetTenantRequest.SerializeToString,
             protos_dot_funnel__pb2.DeploymentList.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PublishIndex(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/funnel.v1.Admin/PublishIndex',
+            protos_dot_funnel__pb2.IndexChunk.SerializeToString,
+            protos_dot_funnel__pb2.IndexInfo.FromString,
             options,
             channel_credentials,
             insecure,

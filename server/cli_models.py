@@ -132,52 +132,12 @@ def cmd_model_status(args) -> int:
 
 
 def publish_index_file(data_dir: str, tenant: str, kind: str, source: str) -> dict:
-    """Copies ``source`` in under a new versioned name and points ``index:<kind>`` at it,
-    in one LMDB transaction. Raises ValueError, leaving the current index in place, when
-    the file's dimensions or metric do not match the tenant's vectors or its keys are not
-    item indices of the tenant."""
-    import shutil
-    from datetime import datetime, timezone
+    """``funnel index publish``: :func:`indexes.ann.publish_index_file` on the data dir's store."""
+    from indexes.ann import publish_index_file as publish
 
-    import numpy as np
-
-    from indexes.ann import publish_index  # first: it loads onnxruntime before usearch (see indexes/ann.py)
-    from usearch.index import Index
-    from kernels.layout import CF_DIM
-    from server.store import DataDir
-
-    expected_metric = {"cf": "ip", "content": "cos"}.get(kind)
-    if expected_metric is None:
-        raise ValueError(f"kind: {kind!r} is not one of cf, content")
-    meta = Index.metadata(source)
-    if meta is None:
-        raise ValueError(f"{source} is not a USearch index")
-    if int(meta["dimensions"]) != CF_DIM:
-        raise ValueError(f"{source} holds {meta['dimensions']}-d vectors; the tenant's {kind} vectors are {CF_DIM}-d")
-    metric = str(meta["kind_metric"].name).lower()
-    if metric != expected_metric:
-        raise ValueError(f"{source} uses the {metric} metric; the {kind} index must use {expected_metric}")
     store = _open(data_dir)
     try:
-        with store.snapshot() as snap:
-            n_items = int(store.get_state(snap.txn, tenant, "n_items", 0))
-        if n_items == 0:
-            raise ValueError(f"tenant {tenant!r} has no catalog")
-        view = Index.restore(source, view=True)
-        keys = np.asarray(view.keys, dtype=np.int64) if len(view) else np.empty(0, dtype=np.int64)
-        if keys.size and int(keys.max()) >= n_items:
-            raise ValueError(f"{source} has key {int(keys.max())}, outside the tenant's {n_items} items")
-        del view
-        version = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ") + "-published"
-        data = DataDir(data_dir)
-        data.ensure(tenant)
-        target = data.index(tenant, kind, version)
-        tmp = f"{target}.tmp-{os.getpid()}"
-        shutil.copyfile(source, tmp)
-        os.link(tmp, target)  # never replaces an existing file
-        os.unlink(tmp)
-        with store.write() as txn:
-            return publish_index(store, txn, tenant, kind, target, version, CF_DIM, expected_metric)
+        return publish(store, data_dir, tenant, kind, source)
     finally:
         store.close()
 

@@ -53,8 +53,52 @@ def deployment_to_proto(dep: Deployment) -> funnel_pb2.Deployment:
     return msg
 
 
+MAX_INDEX_BYTES = 16 << 30
+
+
 class ModelAdmin:
-    """UploadModel, ListModels, DeployModel, RampModel, RollbackModel, ListDeployments."""
+    """UploadModel, ListModels, DeployModel, RampModel, RollbackModel, ListDeployments, PublishIndex."""
+
+    @rpc
+    async def PublishIndex(self, request_iterator, context):
+        """Streams the file to a temporary one under the data dir (never held in memory),
+        then publishes it as ``funnel index publish`` does (indexes.ann.publish_index_file)."""
+        import os
+        import tempfile
+
+        from indexes.ann import INDEX_METRICS, publish_index_file
+
+        authenticate_admin(self.app, context)
+        data_dir = self.app.settings.data_dir
+        first, size = None, 0
+        fd, path = tempfile.mkstemp(prefix="upload-", suffix=".usearch", dir=data_dir)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                async for chunk in request_iterator:
+                    if first is None:
+                        first = chunk
+                        if not first.tenant_id:
+                            invalid(context, "tenant_id: required")
+                        self._existing_tenant(context, first.tenant_id)
+                        if first.kind not in INDEX_METRICS:
+                            invalid(context, f"kind: {first.kind!r} is not one of {', '.join(INDEX_METRICS)}")
+                    size += len(chunk.data)
+                    if size > MAX_INDEX_BYTES:
+                        raise RpcAbort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                       f"data: the index is larger than the limit of {MAX_INDEX_BYTES} bytes")
+                    f.write(chunk.data)
+            if first is None:
+                invalid(context, "no chunks: the first one carries tenant_id and kind")
+            try:  # reads and copies the file: off the event loop
+                pointer = await asyncio.to_thread(publish_index_file, self.app.store, data_dir, first.tenant_id,
+                                                  first.kind, path)
+            except ValueError as exc:
+                invalid(context, str(exc))
+        finally:
+            os.unlink(path)
+        self.app.registry.invalidate(first.tenant_id)  # this process at once; the others within refresh_s
+        return funnel_pb2.IndexInfo(tenant_id=first.tenant_id, kind=first.kind, version=pointer["version"],
+                                    count=pointer["count"], metric=pointer["metric"])
 
     def _models(self) -> ModelRegistry:
         return ModelRegistry(self.app.store, self.app.settings.data_dir)

@@ -361,14 +361,45 @@ def test_index_publish_swaps_a_checked_index_while_serving(data_dir_copy, tmp_pa
         for path, reason in ((wrong_metric, "metric"), (wrong_dims, "16-d")):
             result = publish(path)
             assert result.returncode == 2 and reason in result.stderr, result.stderr
+        garbage = tmp_path / "garbage.usearch"
+        garbage.write_bytes(b"not an index" * 1000)
+        for path, tenant, kind, code, reason in (
+                (wrong_metric, "demo", "cf", grpc.StatusCode.INVALID_ARGUMENT, "metric"),
+                (wrong_dims, "demo", "cf", grpc.StatusCode.INVALID_ARGUMENT, "16-d"),
+                (str(garbage), "demo", "cf", grpc.StatusCode.INVALID_ARGUMENT, "not a USearch index"),
+                (rebuilt, "demo", "bm25", grpc.StatusCode.INVALID_ARGUMENT, "kind"),
+                (rebuilt, "nobody", "cf", grpc.StatusCode.NOT_FOUND, "nobody")):
+            with pytest.raises(grpc.RpcError) as refused:
+                publish_rpc(server.target, admin_key, path, tenant, kind)
+            assert refused.value.code() == code and reason in refused.value.details(), refused.value.details()
         assert cf_items(server, users[:2]) & removed  # refused files changed nothing
-        result = publish(rebuilt)
-        assert result.returncode == 0, result.stderr
+        info = publish_rpc(server.target, admin_key, rebuilt, "demo", "cf")
+        assert (info.kind, info.count, info.metric) == ("cf", keys.size, "ip") and info.version.endswith("-published")
         time.sleep(1.0)
         now = cf_items(server, users)
         assert now and not (now & removed)
+        result = publish(rebuilt)  # the CLI publishes the same file as a new version
+        assert result.returncode == 0 and "-published" in result.stdout, result.stderr
+        time.sleep(1.0)
+        now = cf_items(server, users)
+        assert now and not (now & removed)
+        assert not [n for n in os.listdir(data_dir) if n.startswith("upload-")]  # uploads are cleaned up
     finally:
         server.stop()
+
+
+def publish_rpc(target, admin_key, path, tenant, kind, chunk=1 << 16):
+    def chunks():
+        with open(path, "rb") as f:
+            first = True
+            while data := f.read(chunk):
+                yield funnel_pb2.IndexChunk(tenant_id=tenant, kind=kind, data=data) if first else \
+                    funnel_pb2.IndexChunk(data=data)
+                first = False
+
+    with grpc.insecure_channel(target) as channel:
+        return funnel_pb2_grpc.AdminStub(channel).PublishIndex(chunks(), metadata=(("x-admin-key", admin_key),),
+                                                               timeout=60)
 
 
 def feed_limit(target, api_key, user_id, limit):
