@@ -31,6 +31,15 @@ class Interactions:
         """Rows where mask holds; user_ids (and so user indices) unchanged."""
         return Interactions(self.user_ids, self.user[mask], self.item[mask], self.ts[mask], self.weight[mask])
 
+    def without(self, drop: np.ndarray) -> "Interactions":
+        """Rows where ``drop`` does not hold, and only the users that still have rows
+        (user indices renumbered in their previous order)."""
+        kept = self.subset(~drop)
+        present = np.unique(kept.user)
+        remap = np.full(self.n_users, -1, dtype=np.int32)
+        remap[present] = np.arange(present.size, dtype=np.int32)
+        return Interactions(self.user_ids[present], remap[kept.user], kept.item, kept.ts, kept.weight)
+
     def sorted(self) -> "Interactions":
         order = np.argsort(self.ts, kind="stable")
         return Interactions(self.user_ids, self.user[order], self.item[order], self.ts[order], self.weight[order])

@@ -72,6 +72,7 @@ from ops.catalog import FORMATS, Dataset, ParseError, normalize_maturity, read_d
 from ops.features import HalfLives, item_base_rows, item_counts, item_lists, skip_prior, user_values_from_history
 from ops.interactions import Interactions
 from server.catalog import campaign_ids, campaign_lists
+from server.events.erasure import without_erased
 from server.store import DataDir, LmdbStore, user_row_view
 from server.tenancy import TenantRegistry
 
@@ -149,6 +150,7 @@ def write_dataset(data_dir: str, tenant: str, dataset: Dataset, now_ts: int | No
             n_old = int(store.get_state(txn, tenant, "n_items", 0))
             index_of = _dense_indices(store, txn, tenant, catalog.item_ids, n_old)
             n_total = max(n_old, int(index_of.max()) + 1 if len(index_of) else 0)
+            history = without_erased(txn, store, tenant, history)  # erased users' data never comes back
 
             rows = np.zeros((n_total, ITEM_WIDTH), dtype=np.float32)
             if n_old:

@@ -30,6 +30,7 @@ import numpy as np
 from kernels.layout import ITEM_ACTIVE, USER_CONSENT
 from ops.features import AFFINITY_HALF_LIFE_DAYS, SEGMENT_SIZE, _as_of, _decay, _ranked_per_group
 from ops.interactions import Interactions
+from server.events.erasure import without_erased
 from server.segments import SEGMENT_LIST_PREFIX, SegmentPlan, user_facts
 from server.store import DataDir, LmdbStore, user_row_view
 from server.store.lmdb_store import SEP
@@ -92,7 +93,7 @@ def build_segment_lists(data_dir: str, tenant: str) -> SegmentBuildReport:
                 path = DataDir(data_dir).interactions(tenant)
                 if not os.path.exists(path):
                     raise SegmentBuildError(f"tenant {tenant!r} has no saved history ({path}); run `funnel load` first")
-                history = Interactions.load(path)
+                history = without_erased(snap.txn, store, tenant, Interactions.load(path))
                 clock = snap.state(tenant, "now_ts")
                 now_ts = int(clock) if clock is not None else int(time.time())
                 plan = SegmentPlan(config, snap.state(tenant, "categories", []) or [])

@@ -43,6 +43,7 @@ from ops.train.als import AlsParams, train_als
 from ops.train.content import content_vectors
 from ops.train.evaluate import Evaluation, evaluate
 from ops.train.ranker import train_rankers
+from server.events.erasure import without_erased
 from server.models.deploy import record_publish
 from server.models.onnx_build import model_sha256
 from server.models.registry import ModelRegistry, validate_model, write_content_addressed
@@ -137,6 +138,8 @@ def train_tenant(data_dir: str, tenant: str, seed: int = 0, progress: bool = Tru
             half_lives = TenantRegistry(store).half_lives(txn, tenant)  # as funnel load used them
             catalog = catalog_from_store(store, txn, tenant, store.read_item_rows(txn, tenant, n_items))
         history = Interactions.load(data.interactions(tenant))
+        with store.snapshot() as snap:  # erasures since the history was saved
+            history = without_erased(snap.txn, store, tenant, history)
         if len(history) == 0:
             raise ValueError(f"tenant {tenant!r} has no interaction history to train on")
         content = content_vectors(catalog.titles, catalog.categories, catalog.created_ts, CF_DIM, seed)

@@ -43,9 +43,12 @@ Per-user entries of the CF source's ANN cache need none: they are only looked up
 a row with a trained embedding, which neither an erased user's new row nor an
 opted-out row has, and they age out of the LRU.
 
-Not reached from here: other replicas' stores and outboxes (the erasure is not an
-event on the stream), the offline history under ``tenants/<tenant>/`` (``funnel
-load``/``train`` would rebuild the user from it). Cursors handed out before the
+The offline history (``tenants/<tenant>/interactions.npz``) is filtered through the
+tombstones wherever it is read (:func:`without_erased`: ``funnel load``, ``funnel
+train``, ``funnel segments build``), so no builder brings an erased user back, and the
+next ``funnel load`` rewrites the file without their rows; until then the file still
+holds them. Not reached from here: other replicas' stores and outboxes (the erasure is
+not an event on the stream). Cursors handed out before the
 erasure carry the rest of a ranking; GetFeed refuses them (INVALID_ARGUMENT) once the
 tombstone is newer than the cursor (server/cursor.py). Subjects hash user
 ids to 16 hex digits (64 bits), so the purge also takes the stream messages of any user
@@ -119,6 +122,30 @@ def tombstone(txn, store, tenant: str, user_id: str) -> Tombstone | None:
         return None
     doc = json.loads(bytes(raw))
     return Tombstone(int(doc["seq"]), doc["stream"], int(doc["at_ms"]), int(doc["txn"]))
+
+
+def without_erased(txn, store, tenant: str, history):
+    """``history`` (ops.interactions.Interactions) less the rows that the tenant's
+    tombstones cover -- ``ts`` at or before the user's ``at_ms``, the rule the worker
+    applies to late events; every row of a user who is opted out now -- and less the
+    users left without rows, so ``funnel load``,
+    ``funnel train`` and ``funnel segments build`` never rebuild erased data from an
+    offline history (or from re-imported source files). Returns ``history`` itself
+    when no tombstone applies."""
+    import numpy as np
+
+    db = store.db.get(ERASED_DB)
+    if db is None or len(history) == 0 or txn.stat(db)["entries"] == 0:
+        return history
+    cutoff_ms = np.full(history.n_users, -1, dtype=np.int64)
+    for k, user_id in enumerate(history.user_ids.tolist()):
+        stone = tombstone(txn, store, tenant, user_id)
+        if stone is not None:
+            value = store.get_user_copy(txn, tenant, user_id)
+            opted_out = value is not None and user_row_view(value)[USER_CONSENT] != 1.0
+            cutoff_ms[k] = np.iinfo(np.int64).max // 2 if opted_out else stone.at_ms
+    drop = history.ts.astype(np.int64) * 1000 <= cutoff_ms[history.user]
+    return history.without(drop) if drop.any() else history
 
 
 def erased_event(txn, store, tenant: str, user_id: str, stream_id: str, seq: int, timestamp_ms: int) -> bool:

@@ -446,3 +446,48 @@ def test_load_decays_with_the_tenants_half_lives_when_it_has_a_config(tmp_path):
             assert snap.item_list("t2", "trending").tolist() == [a, b]
     finally:
         store.close()
+
+
+def test_a_reload_and_segments_never_bring_back_erased_or_opted_out_history(tmp_path):
+    """Tombstones (Admin.DeleteUser, SetConsent) filter the offline history wherever it is
+    read: a re-import of the same files keeps an erased user out and an opted-out user's
+    pre-opt-out rows out; later rows (after the tombstone) count as a new user's."""
+    from server.events.erasure import erase_stored, set_consent, without_erased
+
+    t0 = 1_700_000_000_000
+    events = [("gone", "a", "like", t0), ("gone", "b", "click", t0 + 1000), ("quiet", "a", "view", t0 + 2000),
+              ("quiet", "b", "like", t0 + 3000), ("kept", "a", "click", t0 + 4000)]
+    src = canonical_dir(tmp_path / "src", [{"item_id": "a", "categories": ["X"]},
+                                           {"item_id": "b", "categories": ["Y"]}], events)
+    data_dir = str(tmp_path / "data")
+    load_dataset(data_dir, "t", src, progress=False)
+    store = LmdbStore.open(data_dir)
+    erase_stored(store, "t", "gone", 0, "", now_ms=t0 + 10_000)
+    set_consent(store, "t", "quiet", False, now_ms=t0 + 2500)  # after quiet's first row, before its second
+    store.close()
+
+    again = canonical_dir(tmp_path / "again", [{"item_id": "a", "categories": ["X"]},
+                                               {"item_id": "b", "categories": ["Y"]}],
+                          events + [("gone", "b", "view", t0 + 20_000)])  # after the erasure: a new user's
+    report = load_dataset(data_dir, "t", again, progress=False)
+    hist = Interactions.load(DataDir(data_dir).interactions("t"))
+    rows = sorted((hist.user_ids[u], int(ts)) for u, ts in zip(hist.user.tolist(), hist.ts.tolist()))
+    assert rows == [("gone", (t0 + 20_000) // 1000), ("kept", (t0 + 4000) // 1000)]  # quiet: opted out now
+    assert (report.users, report.interactions) == (2, 2)
+    store = LmdbStore.open(data_dir)
+    try:
+        with store.snapshot() as snap:
+            assert len(user_seen_view(snap.user("t", "gone"))) == 1  # only the post-erasure view
+            quiet = snap.user("t", "quiet")  # the opted-out row as SetConsent left it
+            assert user_row_view(quiet)[USER_CONSENT] == 0.0 and user_seen_view(quiet).tolist() == []
+            # reading the old saved file through the tombstones drops the same rows
+            full = Interactions(np.array(["gone", "quiet"]), np.array([0, 1], dtype=np.int32),
+                                np.array([0, 0], dtype=np.int32), np.array([t0 // 1000, t0 // 1000 + 3]),
+                                np.ones(2, dtype=np.float32))
+            assert len(without_erased(snap.txn, store, "t", full)) == 0
+        set_consent(store, "t", "quiet", True, now_ms=t0 + 2600)  # opting back in: later rows count again
+        with store.snapshot() as snap:
+            left = without_erased(snap.txn, store, "t", full)
+            assert left.user_ids.tolist() == ["quiet"] and left.user.tolist() == [0]
+    finally:
+        store.close()
