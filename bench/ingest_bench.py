@@ -146,6 +146,11 @@ class IngestBatches:
 
 # --------------------------------------------------------------------------- data
 def catalog_item_ids(data_dir: str, tenant: str, limit: int = 200_000) -> list[str]:
+    return tenant_keys(data_dir, tenant, "catalog", limit)
+
+
+def tenant_keys(data_dir: str, tenant: str, db: str, limit: int) -> list[str]:
+    """The first ``limit`` keys of ``tenant`` in store db ``db`` (item ids of "catalog", user ids of "users")."""
     from server.store import LmdbStore
 
     store = LmdbStore.open(data_dir, readonly=True)
@@ -153,7 +158,7 @@ def catalog_item_ids(data_dir: str, tenant: str, limit: int = 200_000) -> list[s
     out = []
     try:
         with store.env.begin() as txn:
-            cur = txn.cursor(db=store.db["catalog"])
+            cur = txn.cursor(db=store.db[db])
             if cur.set_range(prefix):
                 for key in cur.iternext(values=False):
                     key = bytes(key)

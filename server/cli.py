@@ -451,7 +451,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="NATS server holding the FUNNEL_EVENTS stream (default %(default)s, the embedded one)")
     p.add_argument("--metrics-port", type=int, default=0, help="Prometheus /metrics port (default off)")
     p.add_argument("--metrics-host", default="127.0.0.1", help="address of the metrics endpoint")
-    p.add_argument("--batch", type=int, default=500, help="most events applied per LMDB transaction")
+    p.add_argument("--batch", type=int, default=4000,
+                   help="most events applied per LMDB transaction (default %(default)s; one synced commit each)")
     retention_args(p, (30.0, 0))
     p.add_argument("--rollup-interval", type=float, default=1.0, metavar="SECONDS",
                    help="how often item counters that changed are rolled up into item popularity, quality, "

@@ -91,6 +91,12 @@ class TenantCounters:
         self.core[index] = stats[_CORE_IDX]
         self.dirty.add(index)
 
+    def set_many(self, indices: list[int], stats: np.ndarray) -> None:
+        """:meth:`set` of ``stats[k]`` at ``indices[k]`` for every k (distinct indices)."""
+        self.ensure(max(indices) + 1)
+        self.core[indices] = stats[:, _CORE_IDX]
+        self.dirty.update(indices)
+
     def column(self, stat: int, n: int) -> np.ndarray:
         self.ensure(n)
         return self.core[:n, _CORE.index(stat)]
@@ -113,9 +119,17 @@ class ItemCounters:
         return counters
 
     def commit(self, changed: dict[tuple[str, int], np.ndarray]) -> None:
-        """Takes the item counters a batch wrote, after its commit."""
+        """Takes the item counters a batch wrote, after its commit (per tenant, as one
+        array operation: a batch changes hundreds of items)."""
+        by_tenant: dict[str, tuple[list, list]] = {}
         for (tenant, index), stats in changed.items():
-            self.tenant(tenant).set(index, stats)
+            got = by_tenant.get(tenant)
+            if got is None:
+                got = by_tenant[tenant] = ([], [])
+            got[0].append(index)
+            got[1].append(stats)
+        for tenant, (indices, stats) in by_tenant.items():
+            self.tenant(tenant).set_many(indices, np.stack(stats))
 
     def mark_all_dirty(self, tenants) -> None:
         for tenant in tenants:

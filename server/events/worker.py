@@ -63,6 +63,7 @@ import os
 import signal
 import struct
 import time
+from bisect import bisect_left
 from dataclasses import dataclass, field, fields
 
 import numpy as np
@@ -92,13 +93,20 @@ log = logging.getLogger("funnel.ingest")
 
 DURABLE = "funnel-ingest"
 PROGRESS_KEY = b"events"
-FETCH_MAX = 1000
+# Events per pull request and most per transaction (``funnel ingest --batch``). The synced
+# commit costs about the same for 500 events as for 4000 (the item_stats pages a batch dirties,
+# the fsync): draining a backlog alone, 4000 per transaction took ~39 us of CPU per event,
+# 500 ~50 (bench/README.md, "Per-event cost, second pass"). Without a backlog a batch is
+# what has arrived, so it stays small and visibility does not change.
+FETCH_MAX = 4000
 PULL_EXPIRES_S = 5.0  # an unanswered pull request ends (status 408) after this long; the next one follows
 LAG_POLL_S = 2.0  # how often the consumer lag gauge asks JetStream
 LOCKED_EXIT = 3  # process exit status: another worker owns this data directory
 LAG_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0, 600.0)
 _WEIGHTS = {getattr(funnel_pb2, name.upper()): w for name, w in EVENT_WEIGHTS.items()}
 _CONSENT = struct.Struct("<f")  # USER_CONSENT of a stored user value, read in place
+_CONSENT_OFFSET = USER_CONSENT * 4
+_IMPRESSION = funnel_pb2.IMPRESSION
 _EMPTY_USER = bytes(empty_user_value())
 _UNSEEN = object()
 _OUTCOMES = ("applied", "impressions", "unknown_item", "no_consent", "erased", "malformed")
@@ -134,6 +142,39 @@ def event_weight(event) -> float | None:
     return _WEIGHTS.get(event.type)
 
 
+def _tenant_prefix(subject) -> tuple[str, bytes]:
+    """(tenant of an event subject, "" when it is not one; the tenant's key prefix in the users db)."""
+    tenant = tenant_of(subject.decode() if isinstance(subject, bytes) else subject)
+    return tenant, tkey(tenant, b"")
+
+
+def observe_each(histogram, amounts) -> None:
+    """``histogram.observe(a)`` for every a in ``amounts``: the same bucket counts, and the
+    same sum up to the order of the float additions, with one increment per bucket that
+    got any (prometheus_client's Histogram internals; per amount where they are not there)."""
+    if not amounts:
+        return
+    bounds = getattr(histogram, "_upper_bounds", None)
+    buckets = getattr(histogram, "_buckets", None)
+    total = getattr(histogram, "_sum", None)
+    if bounds is None or buckets is None or total is None or len(buckets) != len(bounds):
+        for a in amounts:
+            histogram.observe(a)
+        return
+    histogram._raise_if_not_observable()
+    counts = [0] * len(bounds)
+    s = 0.0
+    for a in amounts:
+        s += a
+        k = bisect_left(bounds, a)  # the first bound >= a, as observe's ``a <= bound``
+        if k < len(counts) and a == a:  # NaN: no bucket
+            counts[k] += 1
+    total.inc(s)
+    for k, n in enumerate(counts):
+        if n:
+            buckets[k].inc(n)
+
+
 @dataclass
 class _TenantItems:
     """A tenant's catalog lookups and committed item counters, kept across batches while
@@ -155,17 +196,16 @@ class _TenantItems:
 class _Batch:
     """What one batch changed so far (written at its end) and its lookup caches."""
 
-    users: dict = field(default_factory=dict)        # (tenant, user_id) -> user value to write
-    impressions: dict = field(default_factory=dict)  # (tenant, user_id) -> impression log
-    sessions: dict = field(default_factory=dict)     # (tenant, user_id) -> session value (server.store.sessions)
+    # user keys are the users db's, tkey(tenant, user_id)
+    users: dict = field(default_factory=dict)        # user key -> user value to write
+    impressions: dict = field(default_factory=dict)  # user key -> impression log
+    sessions: dict = field(default_factory=dict)     # user key -> session value (server.store.sessions)
     item_stats: dict = field(default_factory=dict)   # (tenant, index) -> float64 counters
     tenant_items: dict = field(default_factory=dict)  # tenant -> _TenantItems, checked this batch
     chunks: dict = field(default_factory=dict)       # (tenant, chunk) -> rows | None
     clocks: dict = field(default_factory=dict)       # tenant -> now_ts
-    stored: dict = field(default_factory=dict)       # (tenant, user_id) -> stored user value | None
-    tombstones: dict = field(default_factory=dict)   # (tenant, user_id) -> Tombstone | None
-    any_erased: bool = True                          # False: no tombstone at all, none to look up
-    tenants: dict = field(default_factory=dict)      # subject (str or bytes) -> tenant ("" when not an event's)
+    stored: dict = field(default_factory=dict)       # user key -> stored user value | None
+    tombstones: dict = field(default_factory=dict)   # user key -> Tombstone | None
 
 
 class Applier:
@@ -177,6 +217,8 @@ class Applier:
         self.half_lives = half_lives or TenantHalfLives(store)
         self.counters = ItemCounters(store)
         self._tenant_items: dict[str, _TenantItems] = {}
+        # subject (str or bytes) -> (tenant or "" when not an event's, its key prefix); bounded like _TenantItems
+        self._subjects: dict = {}
 
     def progress(self) -> dict:
         """{"seq": last applied stream sequence, "stream": stream identity} ({} before the first batch)."""
@@ -191,37 +233,116 @@ class Applier:
     def apply(self, batch, stream_id: str, lag=None) -> ApplyStats:
         """``batch``: (stream sequence, subject, payload, stored_at_s) in stream
         order. One write transaction: the user updates and the new position.
-        ``lag``, if given, observes now - stored_at_s per applied event."""
+        ``lag``, if given, observes now - stored_at_s per applied event
+        (:func:`observe_each`: what one ``observe`` per event would record)."""
         counts = dict.fromkeys(_OUTCOMES, 0)
         already = 0
         b = _Batch()
         store = self.store
         progress_db = store.db["progress"]
+        users_db = store.db["users"]
+        subjects = self._subjects
+        if len(subjects) >= _TenantItems.MAX_ENTRIES:
+            subjects.clear()
+        stored_ats = []
         with store.write() as txn:
             raw = txn.get(PROGRESS_KEY, db=progress_db)
             p = json.loads(bytes(raw)) if raw is not None else {}
             last = int(p.get("seq", 0)) if p.get("stream") == stream_id else 0
             erased_db = store.db.get(ERASED_DB)
-            b.any_erased = erased_db is not None and txn.stat(erased_db)["entries"] > 0
+            any_erased = erased_db is not None and txn.stat(erased_db)["entries"] > 0
             now = time.time()
-            apply_one = self._apply_one
+            from_string = funnel_pb2.Event.FromString
+            users, stored, item_stats, tenant_items = b.users, b.stored, b.item_stats, b.tenant_items
             for seq, subject, payload, stored_at in batch:
                 if seq <= last:
                     already += 1
                     continue
                 last = seq
-                outcome = apply_one(txn, stream_id, seq, subject, payload, b)
-                counts[outcome] += 1
-                if outcome == "applied" and lag is not None:
-                    lag.observe(max(now - stored_at, 0.0))
+                # --- the event and its user (outcome "malformed" / "erased")
+                tenant = subjects.get(subject)
+                if tenant is None:
+                    tenant = subjects[subject] = _tenant_prefix(subject)
+                try:
+                    event = from_string(payload)
+                except Exception:
+                    counts["malformed"] += 1
+                    continue
+                user_id = event.user_id
+                if not tenant[0] or not user_id:
+                    counts["malformed"] += 1
+                    continue
+                tenant, key = tenant[0], tenant[1] + user_id.encode()
+                if any_erased:
+                    stone = b.tombstones.get(key, _UNSEEN)
+                    if stone is _UNSEEN:
+                        stone = b.tombstones[key] = tombstone(txn, store, tenant, user_id)
+                    if stone is not None and stone.covers(stream_id, seq, event.timestamp_ms):
+                        counts["erased"] += 1
+                        continue
+                etype = event.type
+                impression = etype == _IMPRESSION
+                if impression:
+                    weight = None
+                else:
+                    weight = event_weight(event)
+                    if weight is None:
+                        counts["malformed"] += 1
+                        continue
+                # --- the item ("unknown_item") and the user's consent ("no_consent")
+                items = tenant_items.get(tenant) or self._items_of(txn, tenant, b)
+                item = items.items.get(event.item_id, _UNSEEN)
+                if item is _UNSEEN:
+                    item = self._item(txn, tenant, event.item_id, items, b.chunks)
+                if item is None:
+                    counts["unknown_item"] += 1
+                    continue
+                value = users.get(key)
+                if value is None:
+                    value = stored.get(key, _UNSEEN)
+                    if value is _UNSEEN:
+                        raw = txn.get(key, db=users_db)
+                        value = stored[key] = None if raw is None else bytearray(raw)
+                if value is not None and _CONSENT.unpack_from(value, _CONSENT_OFFSET)[0] != 1.0:
+                    counts["no_consent"] += 1
+                    continue
+                # --- applied: the item's counters, then the impression log or the user row
+                t = event.timestamp_ms / 1000.0
+                index = item[0]
+                ikey = (tenant, index)
+                counters = item_stats.get(ikey)
+                if counters is None:
+                    counters = item_stats[ikey] = self._item_counters(txn, tenant, index, items)
+                update_item_stats(counters, etype, weight, t, items.trending_half_life_s)
+                if impression:
+                    log_value = b.impressions.get(key)
+                    if log_value is None:
+                        raw = txn.get(key, db=store.db["impressions"])
+                        log_value = b.impressions[key] = bytearray(raw) if raw else empty_impressions()
+                    push_impression(log_value, index, t)
+                    counts["impressions"] += 1
+                    continue
+                if value is None:
+                    value = bytearray(_EMPTY_USER)
+                users[key] = value
+                clock = b.clocks.get(tenant)
+                if clock is None:
+                    clock = b.clocks[tenant] = float(store.get_state(txn, tenant, "now_ts", 0) or 0)
+                apply_user_event(value, index, item[1], weight, t, clock, items.affinity_half_life_s)
+                if weight >= SKIP_BELOW:
+                    session_id = event.session_id
+                    if session_id:
+                        self._session_event(txn, key, session_id, t, index, b)
+                counts["applied"] += 1
+                if lag is not None:
+                    stored_ats.append(stored_at)
+            if lag is not None:
+                observe_each(lag, [max(now - stored_at, 0.0) for stored_at in stored_ats])
             # in key order: neighbouring keys share the pages already copied in this transaction
-            txn.cursor(db=store.db["users"]).putmulti(
-                sorted((tkey(tenant, user_id), value) for (tenant, user_id), value in b.users.items()))
-            txn.cursor(db=store.db["impressions"]).putmulti(
-                sorted((tkey(tenant, user_id), value) for (tenant, user_id), value in b.impressions.items()))
+            txn.cursor(db=users_db).putmulti(sorted(b.users.items()))
+            txn.cursor(db=store.db["impressions"]).putmulti(sorted(b.impressions.items()))
             if b.sessions:
-                txn.cursor(db=store.db["sessions"]).putmulti(
-                    sorted((tkey(tenant, user_id), value) for (tenant, user_id), value in b.sessions.items()))
+                txn.cursor(db=store.db["sessions"]).putmulti(sorted(b.sessions.items()))
             txn.cursor(db=store.db["item_stats"]).putmulti(
                 sorted((idx_key(tenant, index), counters.tobytes())
                        for (tenant, index), counters in b.item_stats.items()))
@@ -235,79 +356,20 @@ class Applier:
             cached[index] = counters
         return ApplyStats(already_applied=already, last_seq=last, **counts)
 
-    def _apply_one(self, txn, stream_id, seq, subject, payload, b: "_Batch") -> str:
-        tenant = b.tenants.get(subject)
-        if tenant is None:
-            tenant = b.tenants[subject] = tenant_of(subject.decode() if isinstance(subject, bytes) else subject)
-        try:
-            event = funnel_pb2.Event.FromString(payload)
-        except Exception:
-            return "malformed"
-        user_id = event.user_id
-        if not tenant or not user_id:
-            return "malformed"
-        key = (tenant, user_id)
-        if b.any_erased:
-            if key in b.tombstones:
-                stone = b.tombstones[key]
-            else:
-                stone = b.tombstones[key] = tombstone(txn, self.store, tenant, user_id)
-            if stone is not None and stone.covers(stream_id, seq, event.timestamp_ms):
-                return "erased"
-        impression = event.type == funnel_pb2.IMPRESSION
-        weight = None if impression else event_weight(event)
-        if weight is None and not impression:
-            return "malformed"
-        items = b.tenant_items.get(tenant) or self._items_of(txn, tenant, b)
-        item = items.items.get(event.item_id, _UNSEEN)
-        if item is _UNSEEN:
-            item = self._item(txn, tenant, event.item_id, items, b.chunks)
-        if item is None:
-            return "unknown_item"
-        value = b.users.get(key)
-        if value is None:
-            if key in b.stored:
-                value = b.stored[key]
-            else:
-                value = b.stored[key] = self.store.get_user_copy(txn, tenant, user_id)
-        if value is not None and _CONSENT.unpack_from(value, USER_CONSENT * 4)[0] != 1.0:
-            return "no_consent"
-        t = event.timestamp_ms / 1000.0
-        ikey = (tenant, item[0])
-        counters = b.item_stats.get(ikey)
-        if counters is None:
-            committed = items.stats.get(item[0])
-            if committed is not None:
-                counters = committed.copy()
-            else:
-                counters = self.store.get_item_stats(txn, tenant, item[0])
-                if counters is None:
-                    counters = np.zeros(STAT_WIDTH, dtype=np.float64)
-            b.item_stats[ikey] = counters
-        update_item_stats(counters, event.type, weight, t, items.trending_half_life_s)
-        if impression:
-            log_value = b.impressions.get(key)
-            if log_value is None:
-                log_value = self.store.get_impressions_copy(txn, tenant, user_id) or empty_impressions()
-                b.impressions[key] = log_value
-            push_impression(log_value, item[0], t)
-            return "impressions"
-        if value is None:
-            value = bytearray(_EMPTY_USER)
-        b.users[key] = value
-        clock = b.clocks.get(tenant)
-        if clock is None:
-            clock = b.clocks[tenant] = float(self.store.get_state(txn, tenant, "now_ts", 0) or 0)
-        apply_user_event(value, item[0], item[1], weight, t, clock, items.affinity_half_life_s)
-        if event.session_id and weight >= SKIP_BELOW:
-            self._session_event(txn, key, event.session_id, t, item[0], b)
-        return "applied"
+    def _item_counters(self, txn, tenant: str, index: int, items: "_TenantItems") -> np.ndarray:
+        """A copy of the item's counters (committed cache, else the store, else zeros) for this batch."""
+        committed = items.stats.get(index)
+        if committed is not None:
+            return committed.copy()
+        counters = self.store.get_item_stats(txn, tenant, index)
+        return counters if counters is not None else np.zeros(STAT_WIDTH, dtype=np.float64)
 
-    def _session_event(self, txn, key, session_id: str, t: float, index: int, b: _Batch) -> None:
-        """An engaged event of ``session_id`` joins (or starts) the user's current session."""
+    def _session_event(self, txn, key: bytes, session_id: str, t: float, index: int, b: _Batch) -> None:
+        """An engaged event of ``session_id`` joins (or starts) the user's current session
+        (``key``: the user's key, tkey(tenant, user_id))."""
         current = b.sessions.get(key)
         if current is None:
-            current = txn.get(tkey(*key), db=self.store.db["sessions"])
+            current = txn.get(key, db=self.store.db["sessions"])
         changed = add_session_item(current, session_hash(session_id), t, index)
         if changed is not None:
             b.sessions[key] = changed
@@ -390,16 +452,31 @@ def delivery_of(reply: bytes) -> tuple[int, int, float]:
 def raw_delivery_client():
     """A nats-py client (``await client.connect(...)`` as for ``nats.connect``) that hands
     the deliveries of the subscriptions in its ``raw_inboxes`` ({sid: callback}) to the
-    callback as the protocol parser produced them -- ``(subject, reply, payload, headers)``
-    bytes -- instead of parsing headers, building a Msg and queueing it for a task per
-    subscription, which costs more than the worker's whole apply per event. Relies on
-    nats-py's ``Client._process_msg(sid, subject, reply, data, headers)`` (2.x)."""
+    callback as ``(subject, reply, payload, headers)`` bytes instead of parsing headers,
+    building a Msg and queueing it for a task per subscription, which costs more than the
+    worker's whole apply per event. Relies on nats-py's ``Client._process_msg(sid, subject,
+    reply, data, headers)`` and its protocol ``Parser`` (``buf``, ``state``; 2.x): plain
+    ``MSG`` frames of a raw inbox at the start of what was read are taken off the buffer
+    by :func:`_take_raw_msgs` (one ``find`` and ``split`` per frame instead of the
+    parser's regex and coroutine); everything else goes through nats-py's parser."""
     from nats.aio.client import Client
+    from nats.protocol.parser import AWAITING_CONTROL_LINE, Parser
+
+    class RawParser(Parser):
+        async def parse(self, data: bytes = b""):
+            raw = self.nc.raw_inboxes
+            if self.state != AWAITING_CONTROL_LINE or not raw:
+                return await super().parse(data)
+            buf = self.buf
+            buf.extend(data)
+            if _take_raw_msgs(buf, raw) and buf:  # another frame (a status, PING, INFO, ...): nats-py's turn
+                await super().parse(b"")
 
     class RawDeliveryClient(Client):
         def __init__(self):
             super().__init__()
             self.raw_inboxes = {}
+            self._ps = RawParser(self)
 
         async def _process_msg(self, sid, subject, reply, data, headers):
             take = self.raw_inboxes.get(sid)
@@ -408,6 +485,44 @@ def raw_delivery_client():
             take(subject, reply, data, headers)
 
     return RawDeliveryClient()
+
+
+def _take_raw_msgs(buf: bytearray, raw: dict) -> bool:
+    """Hands the complete ``MSG <subject> <sid> [<reply>] <size>\\r\\n<payload>\\r\\n`` frames
+    at the start of ``buf`` whose sid is in ``raw`` to their callback, as nats-py's parser
+    would (``(subject, reply or b"", payload, None)``), and removes them from ``buf`` (each
+    before its callback runs, as nats-py does). False when it stopped at an incomplete frame
+    of a raw inbox (wait for more bytes), True when at another frame or at the end."""
+    pos, n = 0, len(buf)
+    try:
+        while pos < n:
+            if not buf.startswith(b"MSG ", pos):
+                return True
+            eol = buf.find(b"\r\n", pos)
+            if eol < 0:
+                return False
+            args = bytes(buf[pos + 4:eol]).split(b" ")
+            if len(args) == 4:
+                subject, sid, reply, size = args
+            elif len(args) == 3:
+                (subject, sid, size), reply = args, b""
+            else:  # not the server's single spaces: nats-py's parser reads it
+                return True
+            if not (sid.isdigit() and size.isdigit()):
+                return True
+            take = raw.get(int(sid))
+            if take is None:
+                return True
+            start = eol + 2
+            end = start + int(size)
+            if end + 2 > n:
+                return False
+            pos = end + 2
+            take(subject, reply, bytes(buf[start:end]), None)
+        return True
+    finally:
+        if pos:
+            del buf[:pos]
 
 
 class EventPuller:
