@@ -30,6 +30,7 @@ from server.store import LmdbStore
 log = logging.getLogger("funnel.server")
 MAX_MESSAGE_BYTES = 16 << 20
 ITEM_META_CACHE = 200_000
+UPLOADS_DIR = "uploads"  # Admin.PublishIndex's temporary files (emptied at serve start)
 
 
 @dataclass
@@ -257,8 +258,17 @@ def serve(settings: ServeSettings, on_ready=None) -> None:
 
     if settings.workers > 1:  # with one worker it configures logging itself, in this process
         _configure_logging("main")
+    _remove_stale_uploads(settings.data_dir)
     with EventServices(settings) as events:
         _serve_workers(events.settings, on_ready)
+
+
+def _remove_stale_uploads(data_dir: str) -> None:
+    """Admin.PublishIndex streams into ``<data_dir>/uploads/``; what a crash left there
+    is removed before any worker starts (no upload can be in progress yet)."""
+    import shutil
+
+    shutil.rmtree(os.path.join(data_dir, UPLOADS_DIR), ignore_errors=True)
 
 
 def _serve_workers(settings: ServeSettings, on_ready=None) -> None:

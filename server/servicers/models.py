@@ -69,9 +69,13 @@ class ModelAdmin:
         from indexes.ann import INDEX_METRICS, publish_index_file
 
         authenticate_admin(self.app, context)
+        from server.app import UPLOADS_DIR
+
         data_dir = self.app.settings.data_dir
         first, size = None, 0
-        fd, path = tempfile.mkstemp(prefix="upload-", suffix=".usearch", dir=data_dir)
+        uploads = os.path.join(data_dir, UPLOADS_DIR)
+        os.makedirs(uploads, exist_ok=True)
+        fd, path = tempfile.mkstemp(prefix="index-", suffix=".usearch", dir=uploads)
         try:
             with os.fdopen(fd, "wb") as f:
                 async for chunk in request_iterator:

@@ -383,7 +383,7 @@ def test_index_publish_swaps_a_checked_index_while_serving(data_dir_copy, tmp_pa
         time.sleep(1.0)
         now = cf_items(server, users)
         assert now and not (now & removed)
-        assert not [n for n in os.listdir(data_dir) if n.startswith("upload-")]  # uploads are cleaned up
+        assert os.listdir(os.path.join(data_dir, "uploads")) == []  # uploads are cleaned up
     finally:
         server.stop()
 

@@ -34,3 +34,14 @@ def test_bad_configs_are_rejected(tmp_path, body, message):
     path.write_text(body)
     with pytest.raises(ValueError, match=message):
         load_settings(str(path))
+
+
+def test_serve_start_removes_what_a_crashed_index_upload_left(tmp_path):
+    from server.app import UPLOADS_DIR, _remove_stale_uploads
+
+    (tmp_path / UPLOADS_DIR).mkdir()
+    (tmp_path / UPLOADS_DIR / "index-abc.usearch").write_bytes(b"partial")
+    (tmp_path / "keep.txt").write_text("data")
+    _remove_stale_uploads(str(tmp_path))
+    assert not (tmp_path / UPLOADS_DIR).exists() and (tmp_path / "keep.txt").exists()
+    _remove_stale_uploads(str(tmp_path))  # nothing to remove: fine
