@@ -19,6 +19,7 @@ from grpc_reflection.v1alpha import reflection
 from protos import funnel_pb2, funnel_pb2_grpc
 from server.cursor import CursorCodec
 from server.decisions.log import DecisionLog
+from server.events.nats_server import EVENTS_MAX_AGE_DAYS
 from server.metrics import Metrics
 from server.pipeline.default import default_funnel
 from server.runtime import RuntimeRegistry
@@ -49,7 +50,8 @@ class ServeSettings:
     nats_port: int = 4222          # 0 = any free port
     ingest: bool = True            # run the ingest worker process (JetStream -> LMDB user features)
     decision_log: bool = True      # with NATS: log every served response to FUNNEL_DECISIONS (server.decisions)
-    events_max_age_days: float = 30.0  # FUNNEL_EVENTS retention by age (set by the ingest worker); 0 = forever
+    events_max_age_days: float = EVENTS_MAX_AGE_DAYS  # FUNNEL_EVENTS retention by age (set by the ingest worker);
+    #                                                  0 = forever
     events_max_bytes: int = 0      # FUNNEL_EVENTS size cap; when full, new events spool to the outbox; 0 = none
 
 

@@ -342,15 +342,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="funnel", description="Funnel recommendation serving engine")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    def retention_args(p, default):
-        shown = "" if default is None else " (default %(default)s)"
-        p.add_argument("--events-max-age-days", type=float, default=default[0] if default else None, metavar="DAYS",
+    def retention_args(p, settings: bool):
+        """``settings``: unset flags stay None, for the [serve] config or ServeSettings to fill."""
+        from server.events.nats_server import EVENTS_MAX_AGE_DAYS
+
+        p.add_argument("--events-max-age-days", type=float, default=None if settings else EVENTS_MAX_AGE_DAYS,
+                       metavar="DAYS",
                        help="retention of the FUNNEL_EVENTS stream, set by the ingest worker: older events are "
                             "removed (applied or not; the worker counts what it missed). Also the window "
-                            "`funnel experiments report` can join. 0 = keep forever" + (shown or " (default 30)"))
-        p.add_argument("--events-max-bytes", type=int, default=default[1] if default else None, metavar="BYTES",
+                            f"`funnel experiments report` can join. 0 = keep forever (default {EVENTS_MAX_AGE_DAYS:g})")
+        p.add_argument("--events-max-bytes", type=int, default=None if settings else 0, metavar="BYTES",
                        help="size cap of FUNNEL_EVENTS: a full stream refuses new events, which Ingest then "
-                            "spools to the local outbox (never dropped). 0 = no cap" + (shown or " (default 0)"))
+                            "spools to the local outbox (never dropped). 0 = no cap (default 0)")
 
     def serve_args(p):
         p.add_argument("--config", default="", help="TOML config with a [serve] table (ops/funnel.example.toml); "
@@ -370,7 +373,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="without --nats, run no NATS: Ingest keeps events in the local outbox")
         p.add_argument("--no-ingest", action="store_true",
                        help="do not start the ingest worker (run `funnel ingest` separately)")
-        retention_args(p, None)
+        retention_args(p, settings=True)
         p.add_argument("--no-decision-log", action="store_true",
                        help="do not log served responses to the JetStream stream FUNNEL_DECISIONS (on by default "
                             "with NATS; decisions are dropped and counted, never spooled, while NATS is down)")
@@ -453,7 +456,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics-host", default="127.0.0.1", help="address of the metrics endpoint")
     p.add_argument("--batch", type=int, default=4000,
                    help="most events applied per LMDB transaction (default %(default)s; one synced commit each)")
-    retention_args(p, (30.0, 0))
+    retention_args(p, settings=False)
     p.add_argument("--rollup-interval", type=float, default=1.0, metavar="SECONDS",
                    help="how often item counters that changed are rolled up into item popularity, quality, "
                         "skip rate and the trending/popular lists (default %(default)s)")

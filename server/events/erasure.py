@@ -66,6 +66,8 @@ import logging
 import time
 from dataclasses import dataclass
 
+import numpy as np
+
 from kernels.layout import USER_CONSENT
 from protos import funnel_pb2
 from server.events.nats_server import STREAM, subject_for, tenant_of
@@ -132,8 +134,6 @@ def without_erased(txn, store, tenant: str, history):
     ``funnel train`` and ``funnel segments build`` never rebuild erased data from an
     offline history (or from re-imported source files). Returns ``history`` itself
     when no tombstone applies."""
-    import numpy as np
-
     db = store.db.get(ERASED_DB)
     if db is None or len(history) == 0 or txn.stat(db)["entries"] == 0:
         return history

@@ -1,4 +1,5 @@
-"""Item-side counters: per-event updates and the periodic roll-up into rows and lists.
+"""Item-side counters and their periodic roll-up into rows and lists (the per-event
+update itself is kernels.ingest.update_item_stats, called by the worker).
 
 The ingest worker updates an item's counters (db ``item_stats``, layout
 ``kernels.layout.STAT_*``) in the same write transaction as the user features
@@ -29,7 +30,6 @@ import time
 
 import numpy as np
 
-from kernels.ingest import update_item_stats  # noqa: F401  (the per-event update; see below)
 from kernels.layout import (
     CHUNK_ROWS,
     CHUNK_ROWS_LOG2,
@@ -61,14 +61,6 @@ log = logging.getLogger("funnel.ingest")
 
 _CORE = (STAT_T_REF, STAT_COUNT, STAT_WEIGHT_SUM, STAT_SKIPS, STAT_TREND)
 _CORE_IDX = np.array(_CORE)
-
-
-# update_item_stats(stats, event_type, weight, t, half_life_s) adds one event at time ``t``
-# (seconds) to float64[STAT_WIDTH] ``stats`` in place (compiled, kernels.ingest states the
-# math). The decayed columns (TREND, EVENTS+type) refer to T_REF: an event after it first
-# decays them by 2**(-(t - T_REF) / half_life) and moves T_REF to t; an older event adds
-# its share decayed to T_REF. ``weight`` None (an impression) only counts the event type;
-# otherwise COUNT, WEIGHT_SUM and SKIPS (weight < SKIP_BELOW) are exact sums.
 
 
 class TenantCounters:

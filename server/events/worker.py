@@ -68,7 +68,7 @@ from dataclasses import dataclass, field, fields
 
 import numpy as np
 
-from kernels.ingest import apply_user_event, touch_seen  # noqa: F401  (touch_seen: the worker's ring rule)
+from kernels.ingest import apply_user_event, update_item_stats
 from kernels.layout import (
     CHUNK_ROWS,
     CHUNK_ROWS_LOG2,
@@ -84,7 +84,7 @@ from protos import funnel_pb2
 from server.events.erasure import ERASED_DB, tombstone
 from server.events.half_lives import TenantHalfLives
 from server.events.nats_server import EVENTS_MAX_AGE_DAYS, STREAM, SUBJECT_PREFIX, ensure_event_stream, tenant_of
-from server.events.rollup import ItemCounters, RollUp, update_item_stats
+from server.events.rollup import ItemCounters, RollUp
 from server.store import LmdbStore, empty_impressions, empty_user_value, push_impression
 from server.store.lmdb_store import idx_key, tkey
 from server.store.sessions import add_session_item, session_hash

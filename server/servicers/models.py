@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import tempfile
 
 import grpc
 
@@ -63,14 +65,10 @@ class ModelAdmin:
     async def PublishIndex(self, request_iterator, context):
         """Streams the file to a temporary one under the data dir (never held in memory),
         then publishes it as ``funnel index publish`` does (indexes.ann.publish_index_file)."""
-        import os
-        import tempfile
-
-        from indexes.ann import INDEX_METRICS, publish_index_file
-
-        authenticate_admin(self.app, context)
+        from indexes.ann import INDEX_METRICS, publish_index_file  # loads usearch: only when used
         from server.app import UPLOADS_DIR
 
+        authenticate_admin(self.app, context)
         data_dir = self.app.settings.data_dir
         first, size = None, 0
         uploads = os.path.join(data_dir, UPLOADS_DIR)

@@ -9,7 +9,7 @@ from protos import funnel_pb2
 from server.events.nats_server import subject_for, tenant_of
 from server.events.outbox import Outbox, decode, encode
 from server.events.validate import Message, derive_event_id, to_message, validate_event
-from server.events.worker import touch_seen
+from kernels.ingest import touch_seen
 from server.store import LmdbStore, empty_user_value, user_recent_items
 
 
